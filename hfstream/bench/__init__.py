@@ -1,0 +1,38 @@
+"""Benchmark programs (``hfstream bench NAME``): tables of figures and same-run ratios."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+
+def _corpus_main(argv: list[str]) -> int:
+    from hfstream.bench.corpus import main
+
+    return main(argv)
+
+
+BENCHMARKS: dict[str, Callable[[list[str]], int]] = {"corpus": _corpus_main}
+
+
+def default_dataset() -> str:
+    """The FineWeb sample of ``../shared/data`` when it is there, else the built-in corpus."""
+    candidates = [os.environ.get("HFSTREAM_SHARED_DATA", ""), "../shared/data",
+                  str(Path(__file__).resolve().parents[2].parent / "shared" / "data")]
+    for base in candidates:
+        path = Path(base) / "fineweb_legal.parquet"
+        if base and path.exists():
+            return str(path)
+    return "builtin:python-docs"
+
+
+def print_table(title: str, header: list[str], rows: list[list[object]]) -> None:
+    """Print an aligned text table."""
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    for k, row in enumerate(cells):
+        print("  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(row, widths))))
+        if k == 0:
+            print("  ".join("-" * w for w in widths))

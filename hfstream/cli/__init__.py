@@ -1,0 +1,1 @@
+"""Command-line entry points (console scripts in pyproject.toml; shims in bins/)."""

@@ -1,0 +1,139 @@
+"""The ``hfstream`` command: look at and measure any dataset through the streaming worker.
+
+Usage::
+
+    hfstream head --dataset builtin:python-docs -n 3        # print the first documents
+    hfstream scan --dataset 'data/*.parquet' --epochs 2     # stream through, docs/s and MB/s
+    hfstream datasets                                       # list the built-in corpora
+    hfstream bench corpus                                   # the corpus benchmark
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+import orjson
+
+from hfstream.cli.options import add_source_args, source_options
+from hfstream.errors import HfStreamError
+
+
+def _corpus(args: argparse.Namespace, **overrides):
+    from hfstream.corpus import HuggingFaceStreamingCorpus
+
+    options = source_options(args)
+    options.update(overrides)
+    return HuggingFaceStreamingCorpus(args.dataset, batch_size=args.batch_size, **options)
+
+
+def cmd_head(args: argparse.Namespace) -> int:
+    options = {"max_samples": args.n if args.max_samples is None else min(args.n, args.max_samples)}
+    with _corpus(args, **options) as corpus:
+        for i, text in enumerate(corpus.stream()):
+            if args.json:
+                sys.stdout.write(orjson.dumps({"text": text}).decode() + "\n")
+                continue
+            shown = text if args.chars <= 0 or len(text) <= args.chars else text[:args.chars] + " […]"
+            print(f"--- document {i} ({len(text):,} chars) ---\n{shown}")
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    docs = nbytes = 0
+    first = None
+    with _corpus(args) as corpus, tqdm(total=args.max_samples, unit="doc", unit_scale=True,
+                                       disable=args.quiet, file=sys.stderr, smoothing=0.1) as bar:
+        for batch in corpus.stream_batches():
+            if first is None:
+                first = time.perf_counter() - t0
+            size = sum(len(t.encode()) for t in batch)
+            docs += len(batch)
+            nbytes += size
+            bar.update(len(batch))
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix_str(f"{nbytes / 1e6 / elapsed:,.1f} MB/s", refresh=False)
+        skipped, restarts = dict(corpus.skipped), corpus.num_restarts
+    elapsed = time.perf_counter() - t0
+    summary = {"documents": docs, "mb": round(nbytes / 1e6, 2), "seconds": round(elapsed, 3),
+               "docs_per_s": round(docs / elapsed, 1), "mb_per_s": round(nbytes / 1e6 / elapsed, 1),
+               "first_document_s": None if first is None else round(first, 3),
+               "skipped": skipped, "restarts": restarts}
+    if args.json:
+        print(orjson.dumps(summary).decode())
+    else:
+        print(f"{docs:,} documents, {nbytes / 1e6:,.1f} MB in {elapsed:.2f}s: {summary['docs_per_s']:,.0f} "
+              f"docs/s, {summary['mb_per_s']:,.1f} MB/s; first document after {summary['first_document_s']}s; "
+              f"skipped {skipped or 'none'}; worker restarts {restarts}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from hfstream.builtin import BUILTIN_DATASETS, PREFIX
+
+    for name, description in BUILTIN_DATASETS.items():
+        print(f"{PREFIX}{name}\t{description}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from hfstream.bench import BENCHMARKS
+
+    return BENCHMARKS[args.which](args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hfstream", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log worker output")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    head = sub.add_parser("head", help="print the first N documents of a dataset")
+    add_source_args(head)
+    head.add_argument("-n", type=int, default=5, help="documents to print")
+    head.add_argument("--chars", type=int, default=600, help="truncate each document (0: full text)")
+    head.add_argument("--json", action="store_true", help="print JSON lines {\"text\": ...}")
+    head.add_argument("--batch-size", type=int, default=64)
+    head.set_defaults(func=cmd_head)
+
+    scan = sub.add_parser("scan", help="stream through a dataset, reporting documents/s and MB/s")
+    add_source_args(scan)
+    scan.add_argument("--batch-size", type=int, default=1000)
+    scan.add_argument("--json", action="store_true", help="print the summary as JSON")
+    scan.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    scan.set_defaults(func=cmd_scan)
+
+    datasets = sub.add_parser("datasets", help="list the built-in offline corpora")
+    datasets.set_defaults(func=cmd_datasets)
+
+    bench = sub.add_parser("bench", help="run a benchmark program (hfstream bench corpus --help)")
+    bench.add_argument("which", choices=["corpus"])
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(name)s %(levelname)s: %(message)s")
+    try:
+        return args.func(args)
+    except HfStreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `hfstream head ... | head -3`
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

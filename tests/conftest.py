@@ -1,0 +1,77 @@
+"""Shared fixtures: small real files in every format, written to tmp_path; a private cache."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+FINEWEB = SHARED_DATA / "fineweb_legal.parquet"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Keep generated corpora (builtin:python-docs) out of the user's ~/.cache."""
+    os.environ["HFSTREAM_CACHE"] = str(tmp_path_factory.mktemp("hfstream-cache"))
+    os.environ.setdefault("HF_DATASETS_CACHE", str(tmp_path_factory.mktemp("hf-datasets-cache")))
+
+
+def make_texts(n: int, seed: int = 0, prefix: str = "doc") -> list[str]:
+    """Distinct documents of varied length, with unicode, quotes and newlines."""
+    rng = random.Random(seed)
+    words = ["alpha", "beta", "gamma", "naïve", "café", "東京", "emoji😀", 'quote"d', "tab\there",
+             "back\\slash", "line\nbreak"]
+    return [f"{prefix} {i}: " + " ".join(rng.choice(words) for _ in range(rng.randint(1, 60)))
+            for i in range(n)]
+
+
+def write_parquet(path: Path, texts: list, row_group_size: int = 7, **extra_columns) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"text": pa.array(texts, pa.string()), **extra_columns})
+    pq.write_table(table, path, row_group_size=row_group_size)
+    return path
+
+
+def write_jsonl(path: Path, records: list[dict], blank_every: int = 0) -> Path:
+    lines = []
+    for i, record in enumerate(records):
+        lines.append(json.dumps(record, ensure_ascii=False))
+        if blank_every and i % blank_every == blank_every - 1:
+            lines.append("")
+    data = ("\n".join(lines) + "\n").encode()
+    if path.suffix == ".gz":
+        data = gzip.compress(data)
+    elif path.suffix == ".zst":
+        import zstandard
+
+        data = zstandard.ZstdCompressor().compress(data)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def texts() -> list[str]:
+    return make_texts(50)
+
+
+@pytest.fixture
+def parquet_dir(tmp_path) -> tuple[Path, list[str]]:
+    """Four parquet files of 25 docs each (several row groups), and all texts in order."""
+    all_texts = make_texts(100)
+    for k in range(4):
+        write_parquet(tmp_path / f"part-{k}.parquet", all_texts[25 * k:25 * (k + 1)])
+    return tmp_path, all_texts
+
+
+def read_all(dataset, **options) -> list[str]:
+    from hfstream import HuggingFaceStreamingCorpus
+
+    with HuggingFaceStreamingCorpus(dataset, **options) as corpus:
+        return list(corpus.stream())

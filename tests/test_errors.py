@@ -1,0 +1,149 @@
+"""Bad input: every case gets an error that names the cause and the next step, never a hang."""
+
+import time
+
+import pytest
+
+from conftest import make_texts, read_all, write_jsonl, write_parquet
+from hfstream import HuggingFaceStreamingCorpus
+from hfstream.errors import (ConfigError, DataFormatError, DatasetNotFoundError, EmptyDatasetError,
+                             OfflineError)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="no such file") as info:
+        HuggingFaceStreamingCorpus(str(tmp_path / "nope.parquet"))
+    assert "HINT:" in str(info.value)
+
+
+def test_glob_matching_nothing(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="matched no files"):
+        HuggingFaceStreamingCorpus(str(tmp_path / "*.parquet"))
+
+
+def test_directory_without_data_files(tmp_path):
+    (tmp_path / "notes.bin").write_bytes(b"x")
+    with pytest.raises(DatasetNotFoundError, match="holds no data files"):
+        HuggingFaceStreamingCorpus(str(tmp_path))
+
+
+def test_unknown_extension_names_the_file_and_the_supported_ones(tmp_path):
+    path = tmp_path / "data.xyz"
+    path.write_text("hello")
+    with pytest.raises(DataFormatError, match=r"data\.xyz.*'\.xyz'") as info:
+        HuggingFaceStreamingCorpus(str(path))
+    assert ".parquet" in str(info.value)
+
+
+def test_mixed_formats(tmp_path):
+    write_parquet(tmp_path / "a.parquet", ["x"])
+    write_jsonl(tmp_path / "b.jsonl", [{"text": "y"}])
+    with pytest.raises(DataFormatError, match="mix formats"):
+        HuggingFaceStreamingCorpus(str(tmp_path))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_missing_text_column_lists_the_columns(tmp_path, fmt):
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = tmp_path / "d.parquet"
+        pq.write_table(pa.table({"body": ["a"], "url": ["u"]}), path)
+    else:
+        path = write_jsonl(tmp_path / "d.jsonl", [{"body": "a", "url": "u"}])
+    with pytest.raises(DataFormatError, match=r"no column 'text'.*'body', 'url'") as info:
+        read_all(str(path))
+    assert "--text-column" in str(info.value)
+
+
+def test_null_and_non_string_text_are_skipped_and_counted(tmp_path):
+    records = [{"text": "good one"}, {"text": None}, {"text": 42}, {"text": ""}, {"text": "good two"}]
+    path = write_jsonl(tmp_path / "d.jsonl", records)
+    with HuggingFaceStreamingCorpus(str(path)) as corpus:
+        assert list(corpus.stream()) == ["good one", "good two"]
+        assert corpus.skipped == {"null": 1, "non_string": 1, "too_short": 1}
+
+
+def test_strict_mode_turns_bad_text_into_an_error(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "ok"}, {"text": 42}])
+    with pytest.raises(DataFormatError, match=r"row 1 .*int.*'text'"):
+        read_all(str(path), strict=True)
+
+
+def test_malformed_json_line_names_file_and_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a"}\n{"text": "b"}\n{"text": "c\n')
+    with pytest.raises(DataFormatError, match=r"d\.jsonl:3: malformed JSON") as info:
+        read_all(str(path))
+    assert "sed -n '3p'" in str(info.value)
+
+
+def test_json_array_file_is_explained(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('[{"text": "a"}]')
+    with pytest.raises(DataFormatError, match="JSON array"):
+        read_all(str(path), reader="fast")
+    assert read_all(str(path), reader="datasets") == ["a"]  # datasets reads arrays
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_truncated_or_corrupt_parquet(tmp_path, damage):
+    path = write_parquet(tmp_path / "d.parquet", make_texts(50))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"PAR1" + b"\0" * 500)
+    with pytest.raises(DataFormatError, match=r"d\.parquet.*(truncated|corrupt)"):
+        read_all(str(path))
+
+
+def test_invalid_utf8_is_an_error_unless_replaced(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(DataFormatError, match=r"d\.jsonl:2: invalid UTF-8") as info:
+        read_all(str(path))
+    assert "encoding_errors='replace'" in str(info.value)
+    assert read_all(str(path), encoding_errors="replace") == ["fine", "caf\ufffd"]
+    txt = tmp_path / "d.txt"
+    txt.write_bytes(b"fine\ncaf\xe9\n")
+    with pytest.raises(DataFormatError, match="invalid UTF-8"):
+        read_all(str(txt))
+    assert read_all(str(txt), encoding_errors="replace") == ["fine", "caf\ufffd"]
+
+
+def test_empty_dataset(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(EmptyDatasetError, match="has no rows"):
+        read_all(str(tmp_path / "empty.jsonl"))
+    path = write_jsonl(tmp_path / "nulls.jsonl", [{"text": None}] * 3)
+    with pytest.raises(EmptyDatasetError, match=r"all 3 rows .* skipped \(3 null\)"):
+        read_all(str(path), epochs=None)  # must not spin forever on an empty repeat
+
+
+def test_hub_id_while_offline_fails_fast_and_suggests_local_files(monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # nothing listens on the discard port
+    for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(key, raising=False)
+    start = time.monotonic()
+    with pytest.raises(OfflineError, match="cannot be\\s+reached") as info:
+        read_all("HuggingFaceFW/fineweb", name="sample-10BT")
+    assert "builtin:python-docs" in str(info.value) and "local files" in str(info.value)
+    assert time.monotonic() - start < 30  # no hub retry loop
+
+
+def test_hub_offline_env_is_respected(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineError, match="HF_HUB_OFFLINE"):
+        read_all("HuggingFaceFW/fineweb")
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"text_colum": "x"}, "did you mean 'text_column'"),
+    ({"shard": 2, "num_shards": 2}, r"shard=2 is out of range"),
+    ({"min_length": "5"}, "min_length must be an integer"),
+    ({"sample_by": "word"}, "sample_by='word' is not valid"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+])
+def test_bad_options(tmp_path, options, match):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}])
+    with pytest.raises(ConfigError, match=match):
+        HuggingFaceStreamingCorpus(str(path), **options)
