@@ -22,6 +22,8 @@ cdef class ShuffleBuffer:
     """Count- and byte-bounded shuffle buffer; see ``hfstream._shuffle_py.ShuffleBuffer``."""
 
     cdef readonly Py_ssize_t capacity
+    cdef Py_ssize_t _warmup
+    cdef int64_t _num_pushed
     cdef readonly int64_t byte_budget
     cdef readonly int64_t num_bytes
     cdef uint64_t _rng
@@ -33,8 +35,10 @@ cdef class ShuffleBuffer:
         self._sizes = NULL
         self._sizes_cap = 0
 
-    def __init__(self, capacity, byte_budget, seed):
+    def __init__(self, capacity, byte_budget, seed, warmup=None):
         self.capacity = check_int("capacity", capacity, 1)
+        self._warmup = self.capacity if warmup is None else min(check_int("warmup", warmup, 1), self.capacity)
+        self._num_pushed = 0
         self.byte_budget = check_int("byte_budget", byte_budget, 1)
         self._rng = check_int("seed", seed) & _MASK64
         self._items = []
@@ -79,7 +83,9 @@ cdef class ShuffleBuffer:
         self._sizes[n] = size
         self.num_bytes += size
         n += 1
-        while n > self.capacity or (self.num_bytes > self.byte_budget and n > 1):
+        self._num_pushed += 1
+        cdef Py_ssize_t limit = min(self.capacity, max(self._warmup, <Py_ssize_t> (self._num_pushed // 2)))
+        while n > limit or (self.num_bytes > self.byte_budget and n > 1):
             evicted.append(self._pop())
             n -= 1
         return 0
@@ -115,7 +121,8 @@ cdef class ShuffleBuffer:
         cdef Py_ssize_t i
         return {"capacity": self.capacity, "byte_budget": self.byte_budget,
                 "rng_state": self._rng, "items": list(self._items),
-                "sizes": [self._sizes[i] for i in range(len(self._items))]}
+                "sizes": [self._sizes[i] for i in range(len(self._items))],
+                "warmup": self._warmup, "num_pushed": self._num_pushed}
 
     def load_state_dict(self, state):
         """Restore a state from ``state_dict()`` (of either twin)."""
@@ -125,6 +132,8 @@ cdef class ShuffleBuffer:
         self._reserve(len(sizes))
         self._items = list(state["items"])
         self._rng = int(state["rng_state"]) & _MASK64
+        self._warmup = int(state.get("warmup", self.capacity))
+        self._num_pushed = int(state.get("num_pushed", 0))
         self.num_bytes = 0
         for i in range(len(sizes)):
             self._sizes[i] = sizes[i]

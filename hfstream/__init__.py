@@ -12,6 +12,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "HuggingFaceStreamingCorpus": "hfstream.corpus",
     "SourceSpec": "hfstream.source",
+    "StreamingTextDataLoader": "hfstream.loader",
+    "Batch": "hfstream.loader",
+    "TextEncoder": "hfstream.tokenization",
     "WorkerError": "hfstream.errors",
     "HfStreamError": "hfstream.errors",
 }

@@ -62,7 +62,10 @@ class ShuffleBuffer:
 
     On ``push`` the item is appended; then, while ``len > capacity`` or
     ``(num_bytes > byte_budget and len > 1)``, an index j is drawn uniformly from
-    ``[0, len)`` and item j is swap-removed and emitted. An item larger than the whole
+    ``[0, len)`` and item j is swap-removed and emitted. With ``warmup`` set, the count
+    limit starts lower: ``limit = min(capacity, max(warmup, num_pushed // 2))``, so items
+    start flowing after ``warmup`` pushes and the buffer then grows at half the input rate
+    until it is full (webdataset's ``initial``): a fast first batch, full shuffling later. An item larger than the whole
     budget is therefore emitted almost at once, and memory stays below
     ``byte_budget`` plus one item.
 
@@ -72,13 +75,16 @@ class ShuffleBuffer:
         capacity: the most items held (>= 1).
         byte_budget: the most bytes held, as counted by the sizes given to ``push`` (>= 1).
         seed: any int; the generator state starts at ``seed mod 2**64``.
+        warmup: the count limit while filling (None: ``capacity`` from the start).
 
     Raises:
         ConfigError: an argument is not an int or is out of range.
     """
 
-    def __init__(self, capacity: int, byte_budget: int, seed: int):
+    def __init__(self, capacity: int, byte_budget: int, seed: int, warmup: int | None = None):
         self._capacity = check_int("capacity", capacity, 1)
+        self._warmup = self._capacity if warmup is None else min(check_int("warmup", warmup, 1), self._capacity)
+        self._num_pushed = 0
         self._byte_budget = check_int("byte_budget", byte_budget, 1)
         self._rng_state = check_int("seed", seed) & _MASK64
         self._items: list[Any] = []
@@ -113,8 +119,10 @@ class ShuffleBuffer:
         self._items.append(item)
         self._sizes.append(nbytes)
         self._num_bytes += nbytes
+        self._num_pushed += 1
+        limit = min(self._capacity, max(self._warmup, self._num_pushed // 2))
         evicted: list[Any] = []
-        while len(self._items) > self._capacity or (
+        while len(self._items) > limit or (
                 self._num_bytes > self._byte_budget and len(self._items) > 1):
             evicted.append(self.pop())
         return evicted
@@ -160,7 +168,7 @@ class ShuffleBuffer:
         """The exact state as plain Python types: settings, generator state, items and sizes."""
         return {"capacity": self._capacity, "byte_budget": self._byte_budget,
                 "rng_state": self._rng_state, "items": list(self._items),
-                "sizes": list(self._sizes)}
+                "sizes": list(self._sizes), "warmup": self._warmup, "num_pushed": self._num_pushed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state from ``state_dict()``; the following evictions are then identical.
@@ -169,6 +177,8 @@ class ShuffleBuffer:
             StateError: the state is incomplete or was made with another capacity/byte_budget.
         """
         check_state(state, self._capacity, self._byte_budget)
+        self._warmup = int(state.get("warmup", self._capacity))
+        self._num_pushed = int(state.get("num_pushed", 0))
         self._rng_state = int(state["rng_state"]) & _MASK64
         self._items = list(state["items"])
         self._sizes = [int(size) for size in state["sizes"]]

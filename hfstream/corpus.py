@@ -124,6 +124,11 @@ class HuggingFaceStreamingCorpus:
         batch = self._next_batch()
         return None if batch is None else batch["batch"]
 
+    def start(self) -> None:
+        """Start the worker now (it otherwise starts on the first read), to overlap its start-up."""
+        if self._worker is None and not self._finished:
+            self._start_worker()
+
     def __iter__(self) -> Iterator[str]:
         return self.stream()
 

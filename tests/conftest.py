@@ -75,3 +75,26 @@ def read_all(dataset, **options) -> list[str]:
 
     with HuggingFaceStreamingCorpus(dataset, **options) as corpus:
         return list(corpus.stream())
+
+
+def train_small_tokenizer(path: Path, texts: list[str], vocab_size: int = 600) -> Path:
+    """A real byte-level BPE (GPT-2 style) trained in-process; saved as tokenizer.json."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer_path(tmp_path_factory) -> Path:
+    """A 600-token byte-level BPE trained on CPython's documentation topics (real English)."""
+    from pydoc_data.topics import topics
+
+    return train_small_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.json",
+                                 list(topics.values()) + make_texts(200))

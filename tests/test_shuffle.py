@@ -190,3 +190,37 @@ def test_states_load_across_twins():
 
     assert_resumes_exactly(make_py, items, sizes, make_restored=make_native)
     assert_resumes_exactly(make_native, items, sizes, make_restored=make_py)
+
+
+# -- warm-up (webdataset's "initial"): items flow early, the buffer then grows to capacity --
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_warmup_evicts_early_then_grows_to_capacity(impl):
+    buf = impl.ShuffleBuffer(capacity=100, byte_budget=1 << 30, seed=3, warmup=10)
+    lengths, out = [], []
+    for i in range(400):
+        out.extend(buf.push(i, 1))
+        lengths.append(len(buf))
+    assert lengths[9] == 10 and lengths[10] == 10       # evicting from the 11th push on
+    assert lengths[59] == 30                            # then growing at half rate
+    assert max(lengths) == 100 and lengths[-1] == 100   # up to capacity, never beyond
+    out.extend(buf.drain())
+    assert sorted(out) == list(range(400))
+
+
+@needs_native
+def test_warmup_twins_agree_and_restore_exactly():
+    NATIVE, PY = _shuffle_native, _shuffle_py
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(1, 50, 3000).tolist()
+    bufs = [m.ShuffleBuffer(capacity=500, byte_budget=20_000, seed=9, warmup=40) for m in (NATIVE, PY)]
+    outs = [[], []]
+    for k, (item, size) in enumerate(zip(range(3000), sizes)):
+        for b, o in zip(bufs, outs):
+            o.extend(b.push(item, size))
+        if k == 1500:  # swap in restored copies mid-stream, across twins
+            states = [b.state_dict() for b in bufs]
+            bufs = [m.ShuffleBuffer(capacity=500, byte_budget=20_000, seed=0, warmup=40) for m in (NATIVE, PY)]
+            bufs[0].load_state_dict(states[1])
+            bufs[1].load_state_dict(states[0])
+    assert outs[0] == outs[1]

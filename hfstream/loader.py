@@ -1,0 +1,317 @@
+"""StreamingTextDataLoader: (B, T) token batches for training, from any text stream, resumable."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from hfstream.errors import ConfigError, StateError
+from hfstream.pipeline import IterableSource, TokenPipeline
+
+log = logging.getLogger("hfstream.loader")
+STATE_VERSION = 1
+_END = object()
+
+
+class Batch:
+    """One training batch: ``inputs, targets = batch`` (int64, (B, T)); ``positions`` optional."""
+
+    __slots__ = ("inputs", "targets", "positions", "source_rows")
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor | None = None,
+                 source_rows: tuple[np.ndarray, np.ndarray | None] | None = None):
+        self.inputs, self.targets, self.positions = inputs, targets, positions
+        self.source_rows = source_rows  # the packer's (B, T+1) rows (and positions) it came from
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter((self.inputs, self.targets))
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return (self.inputs, self.targets)[i]
+
+    def to(self, device: Any, non_blocking: bool = True) -> "Batch":
+        move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return Batch(move(self.inputs), move(self.targets), move(self.positions))
+
+    def __repr__(self) -> str:
+        return f"Batch(inputs={tuple(self.inputs.shape)}, targets={tuple(self.targets.shape)})"
+
+
+def rows_to_batch(rows: np.ndarray, positions: np.ndarray | None, pin_memory: bool) -> Batch:
+    """(B, T+1) rows -> inputs (B, T) = rows[:, :-1], targets (B, T) = rows[:, 1:]."""
+    full = torch.from_numpy(rows)
+    inputs, targets = full[:, :-1].contiguous(), full[:, 1:].contiguous()  # (B, T+1) -> 2 x (B, T)
+    pos = None if positions is None else torch.from_numpy(positions[:, :-1].copy())
+    if pin_memory:
+        inputs, targets = inputs.pin_memory(), targets.pin_memory()
+        pos = None if pos is None else pos.pin_memory()
+    return Batch(inputs, targets, pos, source_rows=(rows, positions))
+
+
+class StreamingTextDataLoader:
+    """Iterate (B, T) token batches drawn from a stream of documents.
+
+    A background thread reads documents, shuffles them in a bounded buffer (documents and
+    bytes), tokenizes them in groups and packs the tokens, with an EOS after each document,
+    into rows of ``seq_len + 1``; ``prefetch`` batches are kept ready.
+
+    Args:
+        source: a ``HuggingFaceStreamingCorpus``, a dataset name/path (a corpus is built with
+            ``**corpus_options``), or any iterable of strings (a list restores exactly).
+        tokenizer: path to ``tokenizer.json`` (or its directory), a ``tokenizers.Tokenizer``,
+            or a ``TextEncoder``.
+        batch_size: rows per batch (B).
+        seq_len: tokens per row (T).
+        shuffle_buffer_size: documents in the shuffle buffer; 0 disables shuffling.
+        seed: seeds the shuffle buffer.
+        shuffle_warmup: documents buffered before the first leaves (default ``min(1000,
+            shuffle_buffer_size)``); the buffer then grows to full size at half the input rate.
+        shuffle_buffer_bytes: memory budget of the shuffle buffer.
+        prefetch: batches kept ready ahead of the consumer.
+        pin_memory: put batches in pinned memory (for fast host-to-GPU copies).
+        device: move each batch there (non-blocking) before yielding it.
+        backend: tokenizer backend, ``auto`` | ``tokenizers`` | ``tiktoken``.
+        eos_token: the separator token (default: found in the vocabulary, e.g. ``<|endoftext|>``).
+        with_positions: batches carry ``positions`` (B, T): position ids that restart at each
+            document, for document-masked attention.
+        **corpus_options: passed to ``HuggingFaceStreamingCorpus`` when ``source`` is a name.
+
+    Example::
+
+        loader = StreamingTextDataLoader("builtin:python-docs", "tok/tokenizer.json", 8, 256, epochs=None)
+        for step, (inputs, targets) in zip(range(1000), loader):
+            loss = model(inputs, targets)
+        torch.save(loader.state_dict(), "loader.pt")
+    """
+
+    def __init__(self, source: Any, tokenizer: Any, batch_size: int, seq_len: int,
+                 shuffle_buffer_size: int = 10_000, seed: int = 0, *,
+                 shuffle_buffer_bytes: int = 256 << 20, prefetch: int = 4, pin_memory: bool = False,
+                 device: Any = None, backend: str = "auto", eos_token: str | None = None,
+                 with_positions: bool = False, shuffle_warmup: int | None = None, **corpus_options: Any):
+        from hfstream.tokenization import TextEncoder
+
+        for key, value in (("batch_size", batch_size), ("seq_len", seq_len), ("prefetch", prefetch)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{key} must be an integer >= 1, got {value!r}", f"pass {key} >= 1")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"seed must be an integer, got {seed!r}", "pass seed=0 (or any int)")
+        self.source, self._owns_source = _as_source(source, corpus_options)
+        if hasattr(self.source, "start"):
+            self.source.start()  # the worker opens the dataset while the tokenizer loads
+        if isinstance(tokenizer, TextEncoder):
+            self.encoder = tokenizer
+        else:
+            self.encoder = TextEncoder(tokenizer, backend=backend, eos_token=eos_token)
+        if self.encoder.eos_id is None:
+            raise ConfigError("the tokenizer has no end-of-text token to separate documents",
+                              "pass eos_token='<|endoftext|>' (or whichever special token it has)")
+        self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
+        self.shuffle_buffer_size = shuffle_buffer_size
+        if pin_memory and not torch.cuda.is_available():
+            log.warning("pin_memory=True but no CUDA device is available: batches stay in pageable memory")
+            pin_memory = False
+        self.prefetch, self.pin_memory = prefetch, pin_memory
+        self.device = torch.device(device) if device is not None else None
+        self.pipeline = TokenPipeline(self.source, self.encoder, batch_size, seq_len,
+                                      shuffle_buffer_size, shuffle_buffer_bytes, seed, with_positions,
+                                      shuffle_warmup)
+        self._ready: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._work = threading.Lock()      # held by the producer while it advances the pipeline
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self._reset_metrics()
+
+    # -- iteration ------------------------------------------------------------------------
+    def __iter__(self) -> "StreamingTextDataLoader":
+        return self
+
+    def __next__(self) -> Batch:
+        if self._thread is None:
+            self._start()
+        t0 = time.perf_counter()
+        if self._t_first is None:
+            self._t_first = t0
+        with self._cond:
+            while not self._ready:
+                self._cond.wait()
+            item = self._ready[0]
+            if item is not _END and not isinstance(item, BaseException):
+                self._ready.popleft()
+                self._cond.notify_all()
+        self._wait_s += time.perf_counter() - t0
+        if item is _END:
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        self._batches += 1
+        batch = item if self.device is None else item.to(self.device)
+        self._t_last = time.perf_counter()
+        return batch
+
+    def _start(self) -> None:
+        self._stop = False
+        self._thread = threading.Thread(target=self._produce, daemon=True, name="hfstream-loader")
+        self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while len(self._ready) >= self.prefetch and not self._stop:
+                        self._cond.wait()
+                if self._stop:
+                    return
+                with self._work:
+                    if self._stop:
+                        return
+                    out = self.pipeline.next_batch()
+                    item = _END if out is None else rows_to_batch(*_split(out), self.pin_memory)
+                    with self._cond:
+                        self._ready.append(item)
+                        self._cond.notify_all()
+                if item is _END:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, with its context
+            with self._cond:
+                self._ready.append(exc)
+                self._cond.notify_all()
+
+    def _halt(self) -> None:
+        """Stop the producer thread at its next consistent point."""
+        thread = self._thread
+        if thread is None:
+            return
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        thread.join()
+        self._thread = None
+
+    # -- state ----------------------------------------------------------------------------
+    def fingerprint(self) -> dict[str, Any]:
+        """What a saved state must match: the data, the tokenizer and the shape settings."""
+        source = getattr(self.source, "spec", None)
+        return {"source": source.fingerprint() if source is not None else self.source.fingerprint(),
+                "dataset": source.dataset if source is not None else "iterable",
+                "tokenizer": self.encoder.fingerprint, "batch_size": self.batch_size,
+                "seq_len": self.seq_len, "seed": self.seed,
+                "shuffle_buffer_size": self.shuffle_buffer_size}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The exact state after the last batch returned: restoring it reproduces what follows.
+
+        Batches already prepared ahead of the consumer are part of the state (as token rows),
+        so the producer never has to be rewound.
+        """
+        with self._work, self._cond:
+            queued = [item for item in self._ready if isinstance(item, Batch)]
+            ended = any(item is _END for item in self._ready)
+            return {"version": STATE_VERSION, "fingerprint": self.fingerprint(),
+                    "pipeline": self.pipeline.state_dict(),
+                    "queued": [b.source_rows for b in queued], "ended": ended,
+                    "batches": self._batches}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue exactly where ``state`` was saved.
+
+        Raises:
+            StateError: a state of another dataset, tokenizer, seq_len, batch size or seed.
+        """
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise StateError("not a StreamingTextDataLoader state (or of another hfstream version)",
+                             "pass the dict returned by StreamingTextDataLoader.state_dict()")
+        mine, theirs = self.fingerprint(), state.get("fingerprint", {})
+        diff = [k for k in mine if mine[k] != theirs.get(k)]
+        if diff:
+            detail = ", ".join(f"{k}: saved {theirs.get(k)!r}, now {mine[k]!r}" for k in diff)
+            raise StateError(f"the loader state was saved for another setup ({detail})",
+                             "restore into a loader with the same dataset, tokenizer, batch_size, "
+                             "seq_len, seed and shuffle_buffer_size")
+        self._halt()
+        self.pipeline.load_state_dict(state["pipeline"])
+        with self._cond:
+            self._ready.clear()
+            for rows, positions in state["queued"]:
+                self._ready.append(rows_to_batch(np.asarray(rows, dtype=np.int64),
+                                                 None if positions is None else np.asarray(positions, dtype=np.int64),
+                                                 self.pin_memory))
+            if state.get("ended"):
+                self._ready.append(_END)
+        self._batches = state.get("batches", 0)
+
+    # -- metrics --------------------------------------------------------------------------
+    def _reset_metrics(self) -> None:
+        self._batches = 0
+        self._wait_s = 0.0
+        self._t_first: float | None = None
+        self._t_last: float | None = None
+        self._batches_at_start = 0
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Throughput and health, measured from the first ``next()``."""
+        elapsed = (self._t_last or 0.0) - (self._t_first or 0.0)
+        batches = self._batches - self._batches_at_start
+        tokens = batches * self.batch_size * self.seq_len
+        docs = self.pipeline.num_docs
+        return {"batches": batches, "tokens": tokens, "docs": docs, "elapsed_s": elapsed,
+                "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
+                "docs_per_s": docs / elapsed if elapsed > 0 else 0.0,
+                "buffer_fill": len(self.pipeline.buffer) / self.pipeline.buffer.capacity,
+                "buffer_bytes": self.pipeline.buffer.num_bytes,
+                "data_wait_s": self._wait_s,
+                "data_wait_frac": self._wait_s / elapsed if elapsed > 0 else 0.0}
+
+    # -- lifecycle ------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.encoder.vocab_size
+
+    def close(self) -> None:
+        """Stop the background thread and the source's worker (if this loader created it)."""
+        self._halt()
+        if self._owns_source and hasattr(self.source, "close"):
+            self.source.close()
+
+    def __enter__(self) -> "StreamingTextDataLoader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # best effort; close() is the real API
+        try:
+            self._stop = True
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _split(out: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    return out if isinstance(out, tuple) else (out, None)
+
+
+def _as_source(source: Any, corpus_options: dict[str, Any]) -> tuple[Any, bool]:
+    from hfstream.corpus import HuggingFaceStreamingCorpus
+
+    if isinstance(source, str):
+        return HuggingFaceStreamingCorpus(source, **corpus_options), True
+    if corpus_options:
+        raise ConfigError(f"corpus options {sorted(corpus_options)} given with a ready-made source",
+                          "pass them to HuggingFaceStreamingCorpus(...) instead, or pass the dataset name")
+    if hasattr(source, "stream_batches") and hasattr(source, "state_dict"):
+        return source, False
+    if isinstance(source, Iterable):
+        return IterableSource(source), True
+    raise ConfigError(f"source must be a dataset name, a corpus or an iterable of str, got {type(source).__name__}",
+                      "pass e.g. 'builtin:python-docs' or HuggingFaceStreamingCorpus(...)")
