@@ -83,6 +83,11 @@ class StreamingTextDataLoader:
         eos_token: the separator token (default: found in the vocabulary, e.g. ``<|endoftext|>``).
         with_positions: batches carry ``positions`` (B, T): position ids that restart at each
             document, for document-masked attention.
+        num_workers: 0 runs the pipeline in a thread of this process; N > 0 runs N torch
+            DataLoader worker processes, each with its own corpus on a disjoint shard (needs a
+            dataset name as ``source``). Resume is exact in both modes.
+        state_every: with workers, each worker attaches its full state to every
+            ``state_every``-th batch; a restore replays at most that many batches per worker.
         **corpus_options: passed to ``HuggingFaceStreamingCorpus`` when ``source`` is a name.
 
     Example::
@@ -97,7 +102,9 @@ class StreamingTextDataLoader:
                  shuffle_buffer_size: int = 10_000, seed: int = 0, *,
                  shuffle_buffer_bytes: int = 256 << 20, prefetch: int = 4, pin_memory: bool = False,
                  device: Any = None, backend: str = "auto", eos_token: str | None = None,
-                 with_positions: bool = False, shuffle_warmup: int | None = None, **corpus_options: Any):
+                 with_positions: bool = False, shuffle_warmup: int | None = None, num_workers: int = 0,
+                 state_every: int = 256, multiprocessing_context: str | None = None,
+                 **corpus_options: Any):
         from hfstream.tokenization import TextEncoder
 
         for key, value in (("batch_size", batch_size), ("seq_len", seq_len), ("prefetch", prefetch)):
@@ -105,9 +112,23 @@ class StreamingTextDataLoader:
                 raise ConfigError(f"{key} must be an integer >= 1, got {value!r}", f"pass {key} >= 1")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"seed must be an integer, got {seed!r}", "pass seed=0 (or any int)")
-        self.source, self._owns_source = _as_source(source, corpus_options)
-        if hasattr(self.source, "start"):
-            self.source.start()  # the worker opens the dataset while the tokenizer loads
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError(f"num_workers must be an integer >= 0, got {num_workers!r}",
+                              "0 runs in a thread; N > 0 uses N DataLoader worker processes")
+        if num_workers and not isinstance(source, str):
+            raise ConfigError(f"num_workers={num_workers} needs a dataset name or path as source, "
+                              f"got {type(source).__name__}",
+                              "each worker process opens its own shard: pass the dataset name and corpus options")
+        self.num_workers = num_workers
+        if num_workers:
+            from hfstream.source import make_spec
+
+            self.source, self._owns_source = None, False
+            self._spec = make_spec(source, **corpus_options)  # validates the options here
+        else:
+            self.source, self._owns_source = _as_source(source, corpus_options)
+            if hasattr(self.source, "start"):
+                self.source.start()  # the worker opens the dataset while the tokenizer loads
         if isinstance(tokenizer, TextEncoder):
             self.encoder = tokenizer
         else:
@@ -122,9 +143,21 @@ class StreamingTextDataLoader:
             pin_memory = False
         self.prefetch, self.pin_memory = prefetch, pin_memory
         self.device = torch.device(device) if device is not None else None
-        self.pipeline = TokenPipeline(self.source, self.encoder, batch_size, seq_len,
-                                      shuffle_buffer_size, shuffle_buffer_bytes, seed, with_positions,
-                                      shuffle_warmup)
+        if num_workers:
+            from hfstream.loader_workers import StreamingTextDataset, WorkerTracker
+
+            self.pipeline = None
+            self._dataset = StreamingTextDataset(source, self.encoder, batch_size, seq_len, shuffle_buffer_size,
+                                                 seed, shuffle_buffer_bytes=shuffle_buffer_bytes,
+                                                 shuffle_warmup=shuffle_warmup, with_positions=with_positions,
+                                                 state_every=state_every, **corpus_options)
+            self._tracker = WorkerTracker(num_workers)
+            self._mp_context = multiprocessing_context
+            self._dl_iter: Any = None
+        else:
+            self.pipeline = TokenPipeline(self.source, self.encoder, batch_size, seq_len,
+                                          shuffle_buffer_size, shuffle_buffer_bytes, seed, with_positions,
+                                          shuffle_warmup)
         self._ready: collections.deque = collections.deque()
         self._cond = threading.Condition()
         self._work = threading.Lock()      # held by the producer while it advances the pipeline
@@ -137,11 +170,13 @@ class StreamingTextDataLoader:
         return self
 
     def __next__(self) -> Batch:
-        if self._thread is None:
-            self._start()
         t0 = time.perf_counter()
         if self._t_first is None:
             self._t_first = t0
+        if self.num_workers:
+            return self._next_from_workers(t0)
+        if self._thread is None:
+            self._start()
         with self._cond:
             while not self._ready:
                 self._cond.wait()
@@ -156,6 +191,24 @@ class StreamingTextDataLoader:
             raise item
         self._batches += 1
         batch = item if self.device is None else item.to(self.device)
+        self._t_last = time.perf_counter()
+        return batch
+
+    def _next_from_workers(self, t0: float) -> Batch:
+        if self._dl_iter is None:
+            from torch.utils.data import DataLoader
+
+            self._dl_iter = iter(DataLoader(self._dataset, batch_size=None, num_workers=self.num_workers,
+                                            prefetch_factor=self.prefetch, pin_memory=self.pin_memory,
+                                            multiprocessing_context=self._mp_context))
+        while True:
+            item = next(self._dl_iter)  # StopIteration when every worker's shard is done
+            if self._tracker.consume(item):
+                break
+        self._wait_s += time.perf_counter() - t0
+        self._batches += 1
+        batch = Batch(item["inputs"], item["targets"], item.get("positions"))
+        batch = batch if self.device is None else batch.to(self.device)
         self._t_last = time.perf_counter()
         return batch
 
@@ -188,7 +241,12 @@ class StreamingTextDataLoader:
                 self._cond.notify_all()
 
     def _halt(self) -> None:
-        """Stop the producer thread at its next consistent point."""
+        """Stop the producer thread at its next consistent point (or the DataLoader workers)."""
+        if self.num_workers:
+            if self._dl_iter is not None:
+                self._dl_iter._shutdown_workers()  # ends each worker (and its corpus subprocess)
+                self._dl_iter = None
+            return
         thread = self._thread
         if thread is None:
             return
@@ -201,12 +259,12 @@ class StreamingTextDataLoader:
     # -- state ----------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
         """What a saved state must match: the data, the tokenizer and the shape settings."""
-        source = getattr(self.source, "spec", None)
+        source = self._spec if self.num_workers else getattr(self.source, "spec", None)
         return {"source": source.fingerprint() if source is not None else self.source.fingerprint(),
                 "dataset": source.dataset if source is not None else "iterable",
                 "tokenizer": self.encoder.fingerprint, "batch_size": self.batch_size,
                 "seq_len": self.seq_len, "seed": self.seed,
-                "shuffle_buffer_size": self.shuffle_buffer_size}
+                "shuffle_buffer_size": self.shuffle_buffer_size, "num_workers": self.num_workers}
 
     def state_dict(self) -> dict[str, Any]:
         """The exact state after the last batch returned: restoring it reproduces what follows.
@@ -214,6 +272,9 @@ class StreamingTextDataLoader:
         Batches already prepared ahead of the consumer are part of the state (as token rows),
         so the producer never has to be rewound.
         """
+        if self.num_workers:
+            return {"version": STATE_VERSION, "fingerprint": self.fingerprint(),
+                    "workers": self._tracker.state_dict(), "batches": self._batches}
         with self._work, self._cond:
             queued = [item for item in self._ready if isinstance(item, Batch)]
             ended = any(item is _END for item in self._ready)
@@ -239,6 +300,10 @@ class StreamingTextDataLoader:
                              "restore into a loader with the same dataset, tokenizer, batch_size, "
                              "seq_len, seed and shuffle_buffer_size")
         self._halt()
+        self._batches = state.get("batches", 0)
+        if self.num_workers:
+            self._tracker.load_state_dict(state["workers"], self._dataset)
+            return
         self.pipeline.load_state_dict(state["pipeline"])
         with self._cond:
             self._ready.clear()
@@ -248,7 +313,6 @@ class StreamingTextDataLoader:
                                                  self.pin_memory))
             if state.get("ended"):
                 self._ready.append(_END)
-        self._batches = state.get("batches", 0)
 
     # -- metrics --------------------------------------------------------------------------
     def _reset_metrics(self) -> None:
@@ -264,12 +328,14 @@ class StreamingTextDataLoader:
         elapsed = (self._t_last or 0.0) - (self._t_first or 0.0)
         batches = self._batches - self._batches_at_start
         tokens = batches * self.batch_size * self.seq_len
-        docs = self.pipeline.num_docs
+        workers = self.num_workers
+        docs = sum(self._tracker.docs.values()) if workers else self.pipeline.num_docs
+        buffer = None if workers else self.pipeline.buffer
         return {"batches": batches, "tokens": tokens, "docs": docs, "elapsed_s": elapsed,
                 "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
                 "docs_per_s": docs / elapsed if elapsed > 0 else 0.0,
-                "buffer_fill": len(self.pipeline.buffer) / self.pipeline.buffer.capacity,
-                "buffer_bytes": self.pipeline.buffer.num_bytes,
+                "buffer_fill": None if buffer is None else len(buffer) / buffer.capacity,
+                "buffer_bytes": None if buffer is None else buffer.num_bytes,
                 "data_wait_s": self._wait_s,
                 "data_wait_frac": self._wait_s / elapsed if elapsed > 0 else 0.0}
 
@@ -305,7 +371,8 @@ def _as_source(source: Any, corpus_options: dict[str, Any]) -> tuple[Any, bool]:
     from hfstream.corpus import HuggingFaceStreamingCorpus
 
     if isinstance(source, str):
-        return HuggingFaceStreamingCorpus(source, **corpus_options), True
+        # Batches of 256 documents: tokenization starts sooner and overlaps reading more finely.
+        return HuggingFaceStreamingCorpus(source, **{"batch_size": 256, **corpus_options}), True
     if corpus_options:
         raise ConfigError(f"corpus options {sorted(corpus_options)} given with a ready-made source",
                           "pass them to HuggingFaceStreamingCorpus(...) instead, or pass the dataset name")

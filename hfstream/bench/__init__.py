@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Callable
 
 
-def _corpus_main(argv: list[str]) -> int:
-    from hfstream.bench.corpus import main
+#: benchmark name -> module with ``main(argv) -> int`` (imported only when run)
+BENCHMARK_MODULES = {"corpus": "hfstream.bench.corpus", "loader": "hfstream.bench.loader",
+                     "serve": "hfstream.bench.serve"}
 
-    return main(argv)
+
+def _runner(module: str) -> Callable[[list[str]], int]:
+    return lambda argv: importlib.import_module(module).main(argv)
 
 
-BENCHMARKS: dict[str, Callable[[list[str]], int]] = {"corpus": _corpus_main}
+BENCHMARKS: dict[str, Callable[[list[str]], int]] = {name: _runner(m) for name, m in BENCHMARK_MODULES.items()}
 
 
 def default_dataset() -> str:

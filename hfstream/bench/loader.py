@@ -1,0 +1,204 @@
+"""Loader benchmark: hfstream end to end vs the HF streaming pipeline vs bare tokenizers.
+
+Run::
+
+    hfstream bench loader [--dataset PATH] [--tokenizer tokenizer.json] [--epochs 3]
+
+Each pipeline runs in its own child process (so peak RSS is its own), side by side in one run:
+
+(a) hfstream: file -> StreamingTextDataLoader -> (B, T) int64 tensors, worker start included;
+(b) HF: ``load_dataset(streaming=True)`` + batched ``map`` tokenization + ``group_texts`` +
+    torch ``DataLoader`` (the run_clm path);
+(c) bare ``tokenizers`` ``encode_batch`` over the texts already in memory;
+(d) bare ``tiktoken`` ``encode_ordinary_batch`` (same merges) over the texts in memory.
+
+Without ``--tokenizer`` a 32k byte-level BPE is trained from the dataset first (and cached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hfstream.bench import default_dataset, print_table
+
+PIPELINES = ("hfstream", "hf_pipeline", "tokenizers", "tiktoken")
+
+
+def _texts(dataset: str) -> list[str]:
+    from hfstream.corpus import HuggingFaceStreamingCorpus
+
+    with HuggingFaceStreamingCorpus(dataset) as corpus:
+        return [t for batch in corpus.stream_batches() for t in batch]
+
+
+def _peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round((own + children) / 1024, 1)  # ru_maxrss is KiB on Linux
+
+
+def run_hfstream(args: argparse.Namespace) -> dict[str, Any]:
+    from hfstream.loader import StreamingTextDataLoader
+
+    t0 = time.perf_counter()
+    first, batches = None, 0
+    with StreamingTextDataLoader(args.dataset, args.tokenizer, args.batch_size, args.seq_len,
+                                 epochs=args.epochs) as loader:
+        for _ in loader:
+            batches += 1
+            if first is None:
+                first = time.perf_counter() - t0
+        backend, metrics = loader.encoder.backend, loader.metrics
+    seconds = time.perf_counter() - t0
+    return {"tokens": batches * args.batch_size * args.seq_len, "seconds": seconds, "first_batch_s": first,
+            "note": f"backend={backend}, buffer 10k docs, data-wait {metrics['data_wait_frac']:.0%}"}
+
+
+def run_hf_pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    import datasets
+    import torch
+    from tokenizers import Tokenizer
+
+    from hfstream.source import SourceSpec, resolve
+
+    tokenizer = Tokenizer.from_file(args.tokenizer)
+    block = args.seq_len + 1
+    resolved = resolve(SourceSpec(args.dataset))
+    ds = datasets.load_dataset(resolved.format, data_files=resolved.files, split="train", streaming=True)
+    ds = ds.select_columns(["text"])
+
+    def tokenize(batch):
+        return {"input_ids": [e.ids for e in tokenizer.encode_batch(batch["text"])]}
+
+    def group_texts(batch):  # run_clm's group_texts: concatenate, cut into blocks
+        flat = [t for ids in batch["input_ids"] for t in ids]
+        usable = len(flat) // block * block
+        return {"input_ids": [flat[i:i + block] for i in range(0, usable, block)]}
+
+    ds = ds.map(tokenize, batched=True, remove_columns=["text"]).map(group_texts, batched=True)
+    loader = torch.utils.data.DataLoader(ds.with_format("torch"), batch_size=args.batch_size)
+    first, tokens = None, 0
+    for batch in loader:
+        ids = batch["input_ids"]
+        inputs, targets = ids[:, :-1], ids[:, 1:]  # (B, T+1) -> 2 x (B, T)
+        tokens += inputs.numel()
+        if first is None:
+            first = time.perf_counter() - t0
+        if args.hf_max_tokens and tokens >= args.hf_max_tokens:
+            break
+    return {"tokens": tokens, "seconds": time.perf_counter() - t0, "first_batch_s": first,
+            "note": "1 pass, includes import datasets" + (f", capped at {args.hf_max_tokens:,} tokens"
+                                                          if args.hf_max_tokens else "")}
+
+
+def run_tokenizers(args: argparse.Namespace) -> dict[str, Any]:
+    from tokenizers import Tokenizer
+
+    texts = _texts(args.dataset)
+    tokenizer = Tokenizer.from_file(args.tokenizer)
+    t0 = time.perf_counter()
+    tokens = sum(len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False))
+    return {"tokens": tokens, "seconds": time.perf_counter() - t0, "first_batch_s": None,
+            "note": "texts already in memory"}
+
+
+def run_tiktoken(args: argparse.Namespace) -> dict[str, Any]:
+    from hfstream.tiktoken_bridge import build_tiktoken_bpe
+
+    texts = _texts(args.dataset)
+    encoding = build_tiktoken_bpe(json.loads(Path(args.tokenizer).read_text())).encoding
+    t0 = time.perf_counter()
+    tokens = 0
+    for _ in range(args.epochs):
+        tokens += sum(map(len, encoding.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)))
+    return {"tokens": tokens, "seconds": time.perf_counter() - t0, "first_batch_s": None,
+            "note": f"texts already in memory, {os.cpu_count()} threads"}
+
+
+RUNNERS = {"hfstream": run_hfstream, "hf_pipeline": run_hf_pipeline, "tokenizers": run_tokenizers,
+           "tiktoken": run_tiktoken}
+
+
+def ensure_tokenizer(dataset: str, vocab_size: int) -> str:
+    from hfstream.builtin import cache_dir
+    from hfstream.source import SourceSpec
+
+    path = cache_dir() / "bench" / f"bpe{vocab_size}-{SourceSpec(dataset).fingerprint()}" / "tokenizer.json"
+    if not path.exists():
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        print(f"training a {vocab_size} byte-level BPE on {dataset} -> {path}", file=sys.stderr)
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                      show_progress=False)
+        tokenizer.train_from_iterator(_texts(dataset), trainer)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(str(path))
+    return str(path)
+
+
+def _child(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "hfstream.bench.loader", "--one", name, "--dataset", args.dataset,
+           "--tokenizer", args.tokenizer, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+           "--seq-len", str(args.seq_len), "--hf-max-tokens", str(args.hf_max_tokens)]
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="hfstream bench loader", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--tokenizer", default=None, help="tokenizer.json (default: train a 32k BPE from the data)")
+    p.add_argument("--vocab-size", type=int, default=32_000)
+    p.add_argument("--epochs", type=int, default=3, help="passes for hfstream and bare tiktoken")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=1024)
+    p.add_argument("--hf-max-tokens", type=int, default=2_000_000, help="cap the slow HF pipeline (0: none)")
+    p.add_argument("--only", nargs="+", choices=PIPELINES, default=list(PIPELINES))
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--one", choices=PIPELINES, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.dataset = args.dataset or default_dataset()
+    if args.one:
+        result = RUNNERS[args.one](args)
+        result["peak_rss_mb"] = _peak_rss_mb()
+        print(json.dumps(result))
+        return 0
+    args.tokenizer = args.tokenizer or ensure_tokenizer(args.dataset, args.vocab_size)
+    results = {name: _child(name, args) for name in args.only}
+    for r in results.values():
+        r["tokens_per_s"] = r["tokens"] / r["seconds"]
+    if args.json:
+        print(json.dumps({"dataset": args.dataset, "tokenizer": args.tokenizer, "results": results}, indent=2))
+        return 0
+    ref = results.get("tiktoken", {}).get("tokens_per_s")
+    hf = results.get("hf_pipeline", {}).get("tokens_per_s")
+    rows = []
+    for name, r in results.items():
+        tps = r["tokens_per_s"]
+        rows.append([name, f"{r['tokens']:,}", f"{r['seconds']:.2f}", f"{tps / 1e6:.3f}",
+                     f"{tps / ref:.2f}x" if ref else "-", f"{tps / hf:.1f}x" if hf else "-",
+                     "-" if r["first_batch_s"] is None else f"{r['first_batch_s']:.2f}",
+                     f"{r['peak_rss_mb']:,.0f}", r["note"]])
+    print(f"dataset: {args.dataset}\ntokenizer: {args.tokenizer}\nB={args.batch_size}, T={args.seq_len}, "
+          f"{os.cpu_count()} CPUs")
+    print_table("tokens/s, side by side (peak RSS includes each run's child processes)",
+                ["pipeline", "tokens", "seconds", "M tok/s", "vs tiktoken", "vs HF", "first batch s",
+                 "peak RSS MB", "note"], rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""StreamingTextDataset: the token pipeline in torch DataLoader workers, disjoint shards, exact resume.
+
+Each DataLoader worker runs its own corpus (its own worker subprocess) on a disjoint shard and
+its own TokenPipeline. Resume is exact without shipping a full state with every batch: a
+worker sends an *anchor* (its full pipeline state) with every ``state_every``-th batch; the
+parent keeps, per worker, the last anchor it consumed and how many of that worker's batches it
+has consumed since. Restoring loads the anchor and replays the difference (deterministic), and
+rotates the workers' roles so that torch's round-robin continues with the right worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from hfstream.errors import StateError
+from hfstream.pipeline import TokenPipeline
+
+
+def worker_seed(seed: int, worker: int) -> int:
+    """The shuffle seed of logical worker ``worker``: derived from (seed, worker), stable everywhere."""
+    return int.from_bytes(hashlib.sha256(f"hfstream:{seed}:{worker}".encode()).digest()[:8], "little")
+
+
+class StreamingTextDataset(IterableDataset):
+    """Batches of one DataLoader worker's shard; use inside ``DataLoader(ds, batch_size=None)``.
+
+    Each item is a dict: ``inputs``/``targets`` (B, T) int64, ``positions`` (if asked),
+    ``worker`` (logical worker id), ``index`` (the worker's batch number), ``anchor`` (the full
+    state before this batch, every ``state_every`` batches, else None), ``docs``, and a final
+    ``{"worker": w, "end": True}`` item when the worker's shard is exhausted.
+    ``StreamingTextDataLoader(..., num_workers=N)`` consumes these and keeps the state.
+    """
+
+    def __init__(self, dataset: str, tokenizer: Any, batch_size: int, seq_len: int,
+                 shuffle_buffer_size: int = 10_000, seed: int = 0, *, shuffle_buffer_bytes: int = 256 << 20,
+                 shuffle_warmup: int | None = None, with_positions: bool = False, state_every: int = 256,
+                 **corpus_options: Any):
+        super().__init__()
+        self.dataset, self.tokenizer = dataset, tokenizer  # a TextEncoder: picklable
+        self.batch_size, self.seq_len = batch_size, seq_len
+        self.shuffle_buffer_size, self.shuffle_buffer_bytes = shuffle_buffer_size, shuffle_buffer_bytes
+        self.shuffle_warmup, self.with_positions, self.seed = shuffle_warmup, with_positions, seed
+        self.state_every = state_every
+        self.corpus_options = corpus_options
+        self.resume: dict[int, dict[str, Any]] = {}   # logical worker -> resume point
+        self.rotation = 0                              # physical worker i plays logical (i + rotation) % n
+
+    def _pipeline(self, logical: int, num_workers: int) -> TokenPipeline:
+        from hfstream.corpus import HuggingFaceStreamingCorpus
+
+        options = dict(self.corpus_options)
+        base_shard, base_num = options.pop("shard", 0), options.pop("num_shards", 1)
+        corpus = HuggingFaceStreamingCorpus(self.dataset, shard=base_shard * num_workers + logical,
+                                            num_shards=base_num * num_workers, **options)
+        return TokenPipeline(corpus, self.tokenizer, self.batch_size, self.seq_len,
+                             self.shuffle_buffer_size, self.shuffle_buffer_bytes,
+                             worker_seed(self.seed, logical), self.with_positions, self.shuffle_warmup)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        physical, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        logical = (physical + self.rotation) % num_workers
+        pipeline = self._pipeline(logical, num_workers)
+        try:
+            index = self._restore(pipeline, self.resume.get(logical))
+            if index is None:
+                yield {"worker": logical, "end": True}
+                return
+            while True:
+                anchor = pipeline.state_dict() if index % self.state_every == 0 else None
+                out = pipeline.next_batch()
+                if out is None:
+                    yield {"worker": logical, "end": True}
+                    return
+                rows, positions = out if isinstance(out, tuple) else (out, None)
+                full = torch.from_numpy(rows)
+                item = {"inputs": full[:, :-1].contiguous(), "targets": full[:, 1:].contiguous(),  # (B, T+1) -> 2 x (B, T)
+                        "worker": logical, "index": index, "anchor": anchor, "docs": pipeline.num_docs}
+                if positions is not None:
+                    item["positions"] = torch.from_numpy(positions[:, :-1].copy())
+                yield item
+                index += 1
+        finally:
+            pipeline.source.close()
+
+    @staticmethod
+    def _restore(pipeline: TokenPipeline, point: dict[str, Any] | None) -> int | None:
+        """Load the anchor and replay up to the next batch; returns its index (None: exhausted)."""
+        if point is None:
+            return 0
+        if point.get("ended"):
+            return None
+        pipeline.load_state_dict(point["anchor"])
+        for _ in range(point["next_index"] - point["anchor_index"]):
+            if pipeline.next_batch() is None:
+                raise StateError("replaying to the saved position ran out of data",
+                                 "the dataset changed since the state was saved")
+        return point["next_index"]
+
+
+class WorkerTracker:
+    """The parent's bookkeeping of consumed batches per logical worker (the aggregate state)."""
+
+    def __init__(self, num_workers: int):
+        self.num_workers = num_workers
+        self.anchors: dict[int, tuple[int, dict[str, Any]]] = {}
+        self.next_index: dict[int, int] = {}
+        self.ended: set[int] = set()
+        self.docs: dict[int, int] = {}
+        self.total = 0
+
+    def consume(self, item: dict[str, Any]) -> bool:
+        """Record an item; returns False for a worker's end marker (not a batch)."""
+        worker = item["worker"]
+        if item.get("end"):
+            self.ended.add(worker)
+            return False
+        if item["anchor"] is not None:
+            self.anchors[worker] = (item["index"], item["anchor"])
+        self.next_index[worker] = item["index"] + 1
+        self.docs[worker] = item["docs"]
+        self.total += 1
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        workers = {}
+        for w in range(self.num_workers):
+            if w in self.ended:
+                workers[w] = {"ended": True}
+            elif w in self.anchors:
+                index, anchor = self.anchors[w]
+                workers[w] = {"anchor_index": index, "anchor": anchor, "next_index": self.next_index[w]}
+        return {"num_workers": self.num_workers, "workers": workers, "total": self.total,
+                "ended": sorted(self.ended), "docs": dict(self.docs)}
+
+    def load_state_dict(self, state: dict[str, Any], dataset: StreamingTextDataset) -> None:
+        if state["num_workers"] != self.num_workers:
+            raise StateError(f"the state was saved with num_workers={state['num_workers']}, "
+                             f"this loader has num_workers={self.num_workers}",
+                             "resume with the same num_workers (each worker owns a shard)")
+        workers = {int(w): point for w, point in state["workers"].items()}
+        dataset.resume = workers
+        dataset.rotation = state["total"] % self.num_workers
+        self.anchors = {w: (p["anchor_index"], p["anchor"]) for w, p in workers.items() if "anchor" in p}
+        self.next_index = {w: p["next_index"] for w, p in workers.items() if "next_index" in p}
+        self.ended = {int(w) for w in state["ended"]}
+        self.docs = {int(w): n for w, n in state["docs"].items()}
+        self.total = state["total"]
