@@ -15,6 +15,9 @@ _EXPORTS = {
     "StreamingTextDataLoader": "hfstream.loader",
     "Batch": "hfstream.loader",
     "TextEncoder": "hfstream.tokenization",
+    "Stream": "hfstream.mixing",
+    "MixedSource": "hfstream.mixing",
+    "register_stream": "hfstream.mixing",
     "WorkerError": "hfstream.errors",
     "HfStreamError": "hfstream.errors",
 }

@@ -22,12 +22,13 @@ _END = object()
 class Batch:
     """One training batch: ``inputs, targets = batch`` (int64, (B, T)); ``positions`` optional."""
 
-    __slots__ = ("inputs", "targets", "positions", "source_rows")
+    __slots__ = ("inputs", "targets", "positions", "stream_ids", "source_rows")
 
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor | None = None,
-                 source_rows: tuple[np.ndarray, np.ndarray | None] | None = None):
+                 source_rows: tuple | None = None, stream_ids: torch.Tensor | None = None):
         self.inputs, self.targets, self.positions = inputs, targets, positions
-        self.source_rows = source_rows  # the packer's (B, T+1) rows (and positions) it came from
+        self.stream_ids = stream_ids    # (B,): each row's stream, with a token mixture
+        self.source_rows = source_rows  # the packer's (B, T+1) rows (+ positions, ids) it came from
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         return iter((self.inputs, self.targets))
@@ -40,13 +41,15 @@ class Batch:
 
     def to(self, device: Any, non_blocking: bool = True) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
-        return Batch(move(self.inputs), move(self.targets), move(self.positions))
+        return Batch(move(self.inputs), move(self.targets), move(self.positions), self.source_rows,
+                     self.stream_ids)
 
     def __repr__(self) -> str:
         return f"Batch(inputs={tuple(self.inputs.shape)}, targets={tuple(self.targets.shape)})"
 
 
-def rows_to_batch(rows: np.ndarray, positions: np.ndarray | None, pin_memory: bool) -> Batch:
+def rows_to_batch(rows: np.ndarray, positions: np.ndarray | None, pin_memory: bool,
+                  stream_ids: np.ndarray | None = None) -> Batch:
     """(B, T+1) rows -> inputs (B, T) = rows[:, :-1], targets (B, T) = rows[:, 1:]."""
     full = torch.from_numpy(rows)
     inputs, targets = full[:, :-1].contiguous(), full[:, 1:].contiguous()  # (B, T+1) -> 2 x (B, T)
@@ -54,7 +57,8 @@ def rows_to_batch(rows: np.ndarray, positions: np.ndarray | None, pin_memory: bo
     if pin_memory:
         inputs, targets = inputs.pin_memory(), targets.pin_memory()
         pos = None if pos is None else pos.pin_memory()
-    return Batch(inputs, targets, pos, source_rows=(rows, positions))
+    ids = None if stream_ids is None else torch.from_numpy(stream_ids)
+    return Batch(inputs, targets, pos, source_rows=(rows, positions, stream_ids), stream_ids=ids)
 
 
 class StreamingTextDataLoader:
@@ -88,7 +92,12 @@ class StreamingTextDataLoader:
             dataset name as ``source``). Resume is exact in both modes.
         state_every: with workers, each worker attaches its full state to every
             ``state_every``-th batch; a restore replays at most that many batches per worker.
-        **corpus_options: passed to ``HuggingFaceStreamingCorpus`` when ``source`` is a name.
+        mix_by: for a list of streams: ``samples`` mixes documents (mosaic counting, random
+            order), ``tokens`` mixes training rows with budgets in tokens (``choose``, ``epoch_size``)
+            and makes ``batching_method`` hold on every batch.
+        epoch_size, batching_method: mixture options (see ``hfstream.mixing``).
+        **corpus_options: passed to ``HuggingFaceStreamingCorpus`` when ``source`` is a name
+            (``shard``/``num_shards`` also place a mixture under DDP).
 
     Example::
 
@@ -104,7 +113,8 @@ class StreamingTextDataLoader:
                  device: Any = None, backend: str = "auto", eos_token: str | None = None,
                  with_positions: bool = False, shuffle_warmup: int | None = None, num_workers: int = 0,
                  state_every: int = 256, multiprocessing_context: str | None = None,
-                 **corpus_options: Any):
+                 mix_by: str = "samples", epoch_size: int | str | None = None,
+                 batching_method: str = "random", **corpus_options: Any):
         from hfstream.tokenization import TextEncoder
 
         for key, value in (("batch_size", batch_size), ("seq_len", seq_len), ("prefetch", prefetch)):
@@ -125,8 +135,26 @@ class StreamingTextDataLoader:
 
             self.source, self._owns_source = None, False
             self._spec = make_spec(source, **corpus_options)  # validates the options here
-        else:
-            self.source, self._owns_source = _as_source(source, corpus_options)
+        mixture = isinstance(source, (list, tuple)) and bool(source) and not isinstance(source[0], str)
+        if mixture and mix_by not in ("samples", "tokens"):
+            raise ConfigError(f"mix_by={mix_by!r} is not valid", "use 'samples' (documents) or 'tokens'")
+        row_mix = mixture and mix_by == "tokens"
+        if mixture and not row_mix:
+            if batching_method != "random":
+                raise ConfigError(f"batching_method={batching_method!r} with mix_by='samples'",
+                                  "batch composition is defined on training rows: use mix_by='tokens' "
+                                  "(budgets in tokens), or batching_method='random'")
+            from hfstream.mixing import MixedSource
+
+            source = MixedSource(list(source), epoch_size=epoch_size, seed=seed,
+                                 rank=corpus_options.pop("shard", 0),
+                                 world_size=corpus_options.pop("num_shards", 1),
+                                 epochs=corpus_options.pop("epochs", 1))
+        if row_mix:
+            self.source, self._owns_source = None, True
+        elif not num_workers:
+            self.source, owned = _as_source(source, corpus_options)
+            self._owns_source = owned or mixture
             if hasattr(self.source, "start"):
                 self.source.start()  # the worker opens the dataset while the tokenizer loads
         if isinstance(tokenizer, TextEncoder):
@@ -154,6 +182,19 @@ class StreamingTextDataLoader:
             self._tracker = WorkerTracker(num_workers)
             self._mp_context = multiprocessing_context
             self._dl_iter: Any = None
+        elif row_mix:
+            from hfstream.mixed_pipeline import RowMixer
+
+            self.pipeline = self.source = RowMixer(
+                list(source), self.encoder, batch_size, seq_len, epoch_size=epoch_size, seed=seed,
+                batching_method=batching_method, rank=corpus_options.pop("shard", 0),
+                world_size=corpus_options.pop("num_shards", 1), epochs=corpus_options.pop("epochs", None),
+                shuffle_buffer_size=shuffle_buffer_size, shuffle_buffer_bytes=shuffle_buffer_bytes,
+                shuffle_warmup=shuffle_warmup, with_positions=with_positions)
+            if corpus_options:
+                raise ConfigError(f"options {sorted(corpus_options)} do not apply to a mixture as a whole",
+                                  "put source options on each stream: Stream(dataset, text_column=...)")
+            self.source.start()
         else:
             self.pipeline = TokenPipeline(self.source, self.encoder, batch_size, seq_len,
                                           shuffle_buffer_size, shuffle_buffer_bytes, seed, with_positions,
@@ -229,7 +270,8 @@ class StreamingTextDataLoader:
                     if self._stop:
                         return
                     out = self.pipeline.next_batch()
-                    item = _END if out is None else rows_to_batch(*_split(out), self.pin_memory)
+                    item = _END if out is None else rows_to_batch(*_split(out), self.pin_memory,
+                                                                  *_ids(out))
                     with self._cond:
                         self._ready.append(item)
                         self._cond.notify_all()
@@ -261,7 +303,7 @@ class StreamingTextDataLoader:
         """What a saved state must match: the data, the tokenizer and the shape settings."""
         source = self._spec if self.num_workers else getattr(self.source, "spec", None)
         return {"source": source.fingerprint() if source is not None else self.source.fingerprint(),
-                "dataset": source.dataset if source is not None else "iterable",
+                "dataset": source.dataset if source is not None else type(self.source).__name__,
                 "tokenizer": self.encoder.fingerprint, "batch_size": self.batch_size,
                 "seq_len": self.seq_len, "seed": self.seed,
                 "shuffle_buffer_size": self.shuffle_buffer_size, "num_workers": self.num_workers}
@@ -307,10 +349,10 @@ class StreamingTextDataLoader:
         self.pipeline.load_state_dict(state["pipeline"])
         with self._cond:
             self._ready.clear()
-            for rows, positions in state["queued"]:
+            for rows, positions, ids in state["queued"]:
                 self._ready.append(rows_to_batch(np.asarray(rows, dtype=np.int64),
                                                  None if positions is None else np.asarray(positions, dtype=np.int64),
-                                                 self.pin_memory))
+                                                 self.pin_memory, ids))
             if state.get("ended"):
                 self._ready.append(_END)
 
@@ -364,7 +406,11 @@ class StreamingTextDataLoader:
 
 
 def _split(out: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    return out if isinstance(out, tuple) else (out, None)
+    return out[:2] if isinstance(out, tuple) else (out, None)
+
+
+def _ids(out: Any) -> tuple[np.ndarray, ...]:
+    return out[2:] if isinstance(out, tuple) else ()
 
 
 def _as_source(source: Any, corpus_options: dict[str, Any]) -> tuple[Any, bool]:

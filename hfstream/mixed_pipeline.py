@@ -1,0 +1,143 @@
+"""Row-level mixing: one token pipeline per stream; a schedule picks each training row's stream.
+
+Counting in training rows (``seq_len + 1`` tokens each) makes token budgets exact and makes
+the batching methods hold on the tensors themselves: with ``stratified`` every global batch
+has each stream's share of rows, with ``per_stream`` every global batch comes from one
+stream, with ``device_per_stream`` every rank's batch does. Used by the loader for
+``mix_by="tokens"``; torch-free like TokenPipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any, Iterator
+
+import numpy as np
+
+from hfstream.errors import StateError
+from hfstream.mixing import Stream, epoch_counts, epoch_labels, parse_count, sorted_streams
+from hfstream.pipeline import TokenPipeline
+
+log = logging.getLogger("hfstream.mixing")
+STATE_VERSION = 1
+
+
+class RowMixer:
+    """(B, T+1) rows (+ positions, + the stream of each row) from a token-budget mixture.
+
+    Args:
+        streams: Streams or stream configs; ``choose`` and ``epoch_size`` count tokens here.
+        encoder: the TextEncoder shared by all streams.
+        batch_size, seq_len: B and T of the batches (B per rank).
+        epoch_size: tokens per epoch (with proportions); int or "64M".
+        seed: seeds the budgets' rounding, the schedule and each stream's shuffle buffer.
+        batching_method: random | stratified | per_stream | device_per_stream.
+        rank, world_size: DDP placement; streams are read on shard ``rank``.
+        epochs: epochs to run (None: forever).
+        **pipeline_options: shuffle_buffer_size, shuffle_buffer_bytes, shuffle_warmup, with_positions.
+    """
+
+    def __init__(self, streams: list[Any], encoder: Any, batch_size: int, seq_len: int, *,
+                 epoch_size: int | str | None = None, seed: int = 0, batching_method: str = "random",
+                 rank: int = 0, world_size: int = 1, epochs: int | None = None, **pipeline_options: Any):
+        self.streams: list[Stream] = sorted_streams(streams)
+        self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
+        self.method, self.rank, self.world_size, self.epochs = batching_method, rank, world_size, epochs
+        row_tokens = seq_len + 1
+        epoch_tokens = None if epoch_size is None else parse_count(epoch_size)
+        token_counts = epoch_counts(self.streams, [None] * len(self.streams), epoch_tokens, seed)
+        self.token_budgets = token_counts
+        self.counts = [c // row_tokens for c in token_counts]   # rows per stream per epoch (global)
+        self.with_positions = bool(pipeline_options.get("with_positions"))
+        self.pipelines = [
+            TokenPipeline(s.open(epochs=None, shard=rank, num_shards=world_size), encoder, 1, seq_len,
+                          seed=_stream_seed(seed, s.label), **pipeline_options)
+            for s in self.streams]
+        epoch_labels([1] * len(self.streams), batching_method, seed, 0, batch_size * world_size,
+                     world_size, rank)  # validates the method and the batch split now
+        self._epoch, self._index = 0, 0
+        self._labels: Iterator[int] | None = None
+        self.realized_rows = [0] * len(self.streams)
+        log.info("token mixture (rows of %d tokens): %s", row_tokens,
+                 ", ".join(f"{s.label}={t:,} tokens" for s, t in zip(self.streams, token_counts)))
+
+    # the TokenPipeline interface used by the loader --------------------------------------
+    @property
+    def source(self) -> "RowMixer":
+        return self
+
+    @property
+    def num_docs(self) -> int:
+        return sum(p.num_docs for p in self.pipelines)
+
+    @property
+    def buffer(self) -> Any:
+        return self.pipelines[0].buffer
+
+    def fingerprint(self) -> str:
+        ident = [(s.label, s.dataset, c) for s, c in zip(self.streams, self.token_budgets)]
+        raw = f"{ident}|{self.seed}|{self.method}|{self.batch_size}|{self.rank}/{self.world_size}"
+        return "rows:" + hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+    def next_batch(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray] | None:
+        rows, positions, ids = [], [], []
+        for _ in range(self.batch_size):
+            label = self._next_label()
+            if label is None:
+                return None
+            out = self.pipelines[label].next_batch()
+            if out is None:  # streams are endless; only an empty stream ends here
+                return None
+            row, pos = out if isinstance(out, tuple) else (out, None)
+            rows.append(row[0])
+            positions.append(pos[0] if pos is not None else None)
+            ids.append(label)
+            self._index += 1
+            self.realized_rows[label] += 1
+        pos_array = np.stack(positions) if self.with_positions else None
+        return np.stack(rows), pos_array, np.array(ids, dtype=np.int64)  # B x (T+1) -> (B, T+1)
+
+    def _next_label(self) -> int | None:
+        while self.epochs is None or self._epoch < self.epochs:
+            if self._labels is None:
+                self._labels = epoch_labels(self.counts, self.method, self.seed, self._epoch,
+                                            self.batch_size * self.world_size, self.world_size, self.rank)
+                for _ in range(self._index):
+                    next(self._labels)
+            label = next(self._labels, None)
+            if label is not None:
+                return label
+            log.info("mixture epoch %d done; realized token shares: %s", self._epoch, self.shares())
+            self._epoch, self._index, self._labels = self._epoch + 1, 0, None
+        return None
+
+    def shares(self) -> dict[str, float]:
+        total = sum(self.realized_rows) or 1
+        return {s.label: round(n / total, 4) for s, n in zip(self.streams, self.realized_rows)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"version": STATE_VERSION, "fingerprint": self.fingerprint(), "epoch": self._epoch,
+                "index": self._index, "realized_rows": list(self.realized_rows),
+                "pipelines": {s.label: p.state_dict() for s, p in zip(self.streams, self.pipelines)}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION or state.get("fingerprint") != self.fingerprint():
+            raise StateError("the mixture state was saved for other streams, budgets, seed or batching",
+                             "restore into a loader built with the same streams and options")
+        for s, p in zip(self.streams, self.pipelines):
+            p.load_state_dict(state["pipelines"][s.label])
+        self._epoch, self._index, self._labels = state["epoch"], state["index"], None
+        self.realized_rows = list(state["realized_rows"])
+
+    def start(self) -> None:
+        for p in self.pipelines:
+            getattr(p.source, "start", lambda: None)()
+
+    def close(self) -> None:
+        for p in self.pipelines:
+            getattr(p.source, "close", lambda: None)()
+
+
+def _stream_seed(seed: int, label: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"hfstream:{seed}:{label}".encode()).digest()[:8], "little")
