@@ -58,8 +58,32 @@ def run_hfstream(args: argparse.Namespace) -> dict[str, Any]:
                 first = time.perf_counter() - t0
         backend, metrics = loader.encoder.backend, loader.metrics
     seconds = time.perf_counter() - t0
+    state = state_figures(args)
     return {"tokens": batches * args.batch_size * args.seq_len, "seconds": seconds, "first_batch_s": first,
-            "note": f"backend={backend}, buffer 10k docs, data-wait {metrics['data_wait_frac']:.0%}"}
+            "note": f"backend={backend}, buffer 10k docs, data-wait {metrics['data_wait_frac']:.0%}",
+            **state}
+
+
+def state_figures(args: argparse.Namespace, after: int = 200) -> dict[str, Any]:
+    """State size after ``after`` batches, and the time to restore it and get the next batch."""
+    import pickle
+
+    from hfstream.loader import StreamingTextDataLoader
+
+    with StreamingTextDataLoader(args.dataset, args.tokenizer, args.batch_size, args.seq_len,
+                                 epochs=None) as loader:
+        for _, _batch in zip(range(after), loader):
+            pass
+        state = loader.state_dict()
+    size = len(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+    t0 = time.perf_counter()
+    with StreamingTextDataLoader(args.dataset, args.tokenizer, args.batch_size, args.seq_len,
+                                 epochs=None) as loader:
+        loader.load_state_dict(state)
+        next(iter(loader))
+        restore = time.perf_counter() - t0
+    return {"state_mb": round(size / 1e6, 2), "restore_s": round(restore, 3),
+            "buffer_docs_in_state": len(state["pipeline"]["buffer"]["items"])}
 
 
 def run_hf_pipeline(args: argparse.Namespace) -> dict[str, Any]:
@@ -194,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['peak_rss_mb']:,.0f}", r["note"]])
     print(f"dataset: {args.dataset}\ntokenizer: {args.tokenizer}\nB={args.batch_size}, T={args.seq_len}, "
           f"{os.cpu_count()} CPUs")
+    ours = results.get("hfstream", {})
+    if "state_mb" in ours:
+        print_table("hfstream state (after 200 batches)", ["what", "value"], [
+            ["state_dict size (pickled)", f"{ours['state_mb']} MB ({ours['buffer_docs_in_state']} docs in the buffer)"],
+            ["restore: new loader + load_state_dict + next batch", f"{ours['restore_s']} s"]])
     print_table("tokens/s, side by side (peak RSS includes each run's child processes)",
                 ["pipeline", "tokens", "seconds", "M tok/s", "vs tiktoken", "vs HF", "first batch s",
                  "peak RSS MB", "note"], rows)

@@ -42,3 +42,55 @@ def source_options(args: argparse.Namespace) -> dict[str, Any]:
             "num_shards": args.num_shards, "shard_by": args.shard_by, "seed": args.seed,
             "strict": args.strict, "sample_by": args.sample_by,
             "encoding_errors": args.encoding_errors, "format": args.format, "reader": args.reader}
+
+
+def add_mixture_args(parser: argparse.ArgumentParser) -> None:
+    """``--streams FILE``: a YAML/JSON mixture instead of one ``--dataset``."""
+    parser.add_argument("--streams", default=None, metavar="FILE",
+                        help="a YAML/JSON mixture: {streams: [{dataset: ..., proportion: ...}, ...], "
+                             "epoch_size: ..., seed: ...} (MosaicML vocabulary)")
+
+
+def load_mixture_file(path: str) -> dict[str, Any]:
+    """Read a mixture file: a list of streams, or a mapping with ``streams`` and mixture options."""
+    from pathlib import Path
+
+    import yaml
+
+    from hfstream.errors import ConfigError
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read the mixture file {path!r}: {exc}",
+                          "write it as YAML: streams: [{dataset: a.jsonl, proportion: 0.3}, ...]") from None
+    if isinstance(data, list):
+        data = {"streams": data}
+    if not isinstance(data, dict) or not isinstance(data.get("streams"), list):
+        raise ConfigError(f"{path!r} has no 'streams' list",
+                          "write: streams: [{dataset: a.jsonl, proportion: 0.3}, {dataset: b.jsonl, proportion: 0.7}]")
+    allowed = {"streams", "epoch_size", "seed", "batching_method", "batch_size", "epochs"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in the mixture file {path!r}",
+                          f"valid keys: {', '.join(sorted(allowed))}")
+    return data
+
+
+def open_source(args: argparse.Namespace, **overrides: Any) -> Any:
+    """The document source the flags describe: a mixture (``--streams``) or one corpus."""
+    from hfstream.errors import ConfigError
+
+    if getattr(args, "streams", None):
+        from hfstream.mixing import MixedSource
+
+        mixture = load_mixture_file(args.streams)
+        mixture.setdefault("epochs", overrides.get("epochs", args.epochs or None))
+        return MixedSource(mixture.pop("streams"), **mixture)
+    if not args.dataset:
+        raise ConfigError("no data given", "pass --dataset DATASET (or --streams mixture.yaml)")
+    from hfstream.corpus import HuggingFaceStreamingCorpus
+
+    options = source_options(args)
+    options.update(overrides)
+    return HuggingFaceStreamingCorpus(args.dataset, batch_size=getattr(args, "batch_size", 1000), **options)
