@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from hfstream.errors import StateError
-from hfstream.mixing import Stream, epoch_counts, epoch_labels, parse_count, sorted_streams
+from hfstream.mixing import ScheduleCursor, Stream, epoch_counts, parse_count, sorted_streams
 from hfstream.pipeline import TokenPipeline
 
 log = logging.getLogger("hfstream.mixing")
@@ -54,10 +54,8 @@ class RowMixer:
             TokenPipeline(s.open(epochs=None, shard=rank, num_shards=world_size), encoder, 1, seq_len,
                           seed=_stream_seed(seed, s.label), **pipeline_options)
             for s in self.streams]
-        epoch_labels([1] * len(self.streams), batching_method, seed, 0, batch_size * world_size,
-                     world_size, rank)  # validates the method and the batch split now
-        self._epoch, self._index = 0, 0
-        self._labels: Iterator[int] | None = None
+        self.cursor = ScheduleCursor(self.counts, batching_method, seed, batch_size * world_size, world_size,
+                                     rank, epochs, on_epoch_end=self._log_epoch)
         self.realized_rows = [0] * len(self.streams)
         log.info("token mixture (rows of %d tokens): %s", row_tokens,
                  ", ".join(f"{s.label}={t:,} tokens" for s, t in zip(self.streams, token_counts)))
@@ -83,7 +81,7 @@ class RowMixer:
     def next_batch(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray] | None:
         rows, positions, ids = [], [], []
         for _ in range(self.batch_size):
-            label = self._next_label()
+            label = self.cursor.next()
             if label is None:
                 return None
             out = self.pipelines[label].next_batch()
@@ -93,32 +91,20 @@ class RowMixer:
             rows.append(row[0])
             positions.append(pos[0] if pos is not None else None)
             ids.append(label)
-            self._index += 1
             self.realized_rows[label] += 1
         pos_array = np.stack(positions) if self.with_positions else None
         return np.stack(rows), pos_array, np.array(ids, dtype=np.int64)  # B x (T+1) -> (B, T+1)
 
-    def _next_label(self) -> int | None:
-        while self.epochs is None or self._epoch < self.epochs:
-            if self._labels is None:
-                self._labels = epoch_labels(self.counts, self.method, self.seed, self._epoch,
-                                            self.batch_size * self.world_size, self.world_size, self.rank)
-                for _ in range(self._index):
-                    next(self._labels)
-            label = next(self._labels, None)
-            if label is not None:
-                return label
-            log.info("mixture epoch %d done; realized token shares: %s", self._epoch, self.shares())
-            self._epoch, self._index, self._labels = self._epoch + 1, 0, None
-        return None
+    def _log_epoch(self, epoch: int) -> None:
+        log.info("mixture epoch %d done; realized token shares: %s", epoch, self.shares())
 
     def shares(self) -> dict[str, float]:
         total = sum(self.realized_rows) or 1
         return {s.label: round(n / total, 4) for s, n in zip(self.streams, self.realized_rows)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"version": STATE_VERSION, "fingerprint": self.fingerprint(), "epoch": self._epoch,
-                "index": self._index, "realized_rows": list(self.realized_rows),
+        return {"version": STATE_VERSION, "fingerprint": self.fingerprint(), **self.cursor.state_dict(),
+                "realized_rows": list(self.realized_rows),
                 "pipelines": {s.label: p.state_dict() for s, p in zip(self.streams, self.pipelines)}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -127,7 +113,7 @@ class RowMixer:
                              "restore into a loader built with the same streams and options")
         for s, p in zip(self.streams, self.pipelines):
             p.load_state_dict(state["pipelines"][s.label])
-        self._epoch, self._index, self._labels = state["epoch"], state["index"], None
+        self.cursor.load_state_dict(state)
         self.realized_rows = list(state["realized_rows"])
 
     def start(self) -> None:

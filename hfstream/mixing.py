@@ -213,6 +213,15 @@ def _rng(seed: int, *keys: Any) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
+def check_schedule(method: str, global_batch: int, world_size: int) -> None:
+    """Raise ConfigError for an unknown batching method or a batch that does not split over ranks."""
+    if method not in BATCHING_METHODS:
+        raise ConfigError(f"batching_method={method!r} is not valid", f"choose one of {', '.join(BATCHING_METHODS)}")
+    if global_batch < 1 or global_batch % world_size:
+        raise ConfigError(f"the global batch ({global_batch}) is not divisible by world_size={world_size}",
+                          "use a device batch size times the number of ranks")
+
+
 def epoch_labels(counts: list[int], method: str, seed: int, epoch: int, global_batch: int,
                  world_size: int = 1, rank: int = 0) -> Iterator[int]:
     """The stream index of each of this rank's samples in ``epoch``, lazily.
@@ -220,11 +229,7 @@ def epoch_labels(counts: list[int], method: str, seed: int, epoch: int, global_b
     Global batches hold ``global_batch`` samples, ``global_batch // world_size`` per rank; with
     several ranks an epoch is cut to whole global batches, so every rank gets the same count.
     """
-    if method not in BATCHING_METHODS:
-        raise ConfigError(f"batching_method={method!r} is not valid", f"choose one of {', '.join(BATCHING_METHODS)}")
-    if global_batch % world_size:
-        raise ConfigError(f"the global batch ({global_batch}) is not divisible by world_size={world_size}",
-                          "use a device batch size times the number of ranks")
+    check_schedule(method, global_batch, world_size)
     rng = _rng(seed, "labels", epoch)
     device = global_batch // world_size
     if method in ("per_stream", "device_per_stream"):
@@ -270,6 +275,45 @@ def _stratified(remaining: np.ndarray, n: int) -> np.ndarray:
     return take
 
 
+class ScheduleCursor:
+    """Where a mixture is in its schedule: epoch, index in the epoch, and the lazy label stream.
+
+    Shared by the document mixture and the row mixture; its state is two ints, because the
+    labels of an epoch are regenerated from (seed, epoch) and skipped to the index on restore.
+    """
+
+    def __init__(self, counts: list[int], method: str, seed: int, global_batch: int, world_size: int,
+                 rank: int, epochs: int | None, on_epoch_end: Callable[[int], None] = lambda epoch: None):
+        self.counts, self.method, self.seed = counts, method, seed
+        self.global_batch, self.world_size, self.rank, self.epochs = global_batch, world_size, rank, epochs
+        self.on_epoch_end = on_epoch_end
+        self.epoch, self.index = 0, 0
+        self._labels: Iterator[int] | None = None
+        check_schedule(method, global_batch, world_size)
+
+    def next(self) -> int | None:
+        """The stream of the next sample, or None after the last epoch."""
+        while self.epochs is None or self.epoch < self.epochs:
+            if self._labels is None:
+                self._labels = epoch_labels(self.counts, self.method, self.seed, self.epoch,
+                                            self.global_batch, self.world_size, self.rank)
+                for _ in range(self.index):  # resume inside an epoch: labels are cheap to skip
+                    next(self._labels)
+            label = next(self._labels, None)
+            if label is not None:
+                self.index += 1
+                return label
+            self.on_epoch_end(self.epoch)
+            self.epoch, self.index, self._labels = self.epoch + 1, 0, None
+        return None
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.index, self._labels = state["epoch"], state["index"], None
+
+
 # -- the mixed document source ----------------------------------------------------------------
 
 class MixedSource:
@@ -297,9 +341,8 @@ class MixedSource:
                  for s in self.streams]
         self.counts = epoch_counts(self.streams, sizes, self.epoch_size, seed)
         self.sources = [s.open(epochs=None, shard=rank, num_shards=world_size) for s in self.streams]
-        epoch_labels([1] * len(self.streams), batching_method, seed, 0, batch_size * world_size, world_size, rank)
-        self._epoch, self._index = 0, 0          # next sample: index within epoch
-        self._labels: Iterator[int] | None = None
+        self.cursor = ScheduleCursor(self.counts, batching_method, seed, batch_size * world_size, world_size,
+                                     rank, epochs, on_epoch_end=self._log_epoch)
         self._iters: list[Iterator[str] | None] = [None] * len(self.sources)
         self.realized = [0] * len(self.streams)  # samples taken per stream (this rank, all epochs)
         log.info("mixture: %s; %s per epoch", ", ".join(f"{s.label}={c}" for s, c in zip(self.streams, self.counts)),
@@ -310,24 +353,9 @@ class MixedSource:
         raw = f"{ident}|{self.seed}|{self.batching_method}|{self.batch_size}|{self.rank}/{self.world_size}"
         return "mix:" + hashlib.sha1(raw.encode()).hexdigest()[:16]
 
-    def _next_label(self) -> int | None:
-        while True:
-            if self.epochs is not None and self._epoch >= self.epochs:
-                return None
-            if self._labels is None:
-                self._labels = epoch_labels(self.counts, self.batching_method, self.seed, self._epoch,
-                                            self.batch_size * self.world_size, self.world_size, self.rank)
-                for _ in range(self._index):  # resume inside an epoch: labels are cheap to skip
-                    next(self._labels)
-            label = next(self._labels, None)
-            if label is not None:
-                return label
-            self._log_epoch()
-            self._epoch, self._index, self._labels = self._epoch + 1, 0, None
-
-    def _log_epoch(self) -> None:
+    def _log_epoch(self, epoch: int) -> None:
         total = sum(self.realized) or 1
-        log.info("epoch %d done; realized proportions: %s", self._epoch,
+        log.info("epoch %d done; realized proportions: %s", epoch,
                  ", ".join(f"{s.label} {n / total:.3f}" for s, n in zip(self.streams, self.realized)))
 
     def stream(self) -> Iterator[str]:
@@ -337,13 +365,12 @@ class MixedSource:
 
     def stream_tagged(self) -> Iterator[tuple[str, int]]:
         while True:
-            label = self._next_label()
+            label = self.cursor.next()
             if label is None:
                 return
             if self._iters[label] is None:
                 self._iters[label] = self.sources[label].stream()
             text = next(self._iters[label])  # endless: epochs=None on every stream
-            self._index += 1
             self.realized[label] += 1
             yield text, label
 
@@ -366,8 +393,8 @@ class MixedSource:
         return {s.label: n / total for s, n in zip(self.streams, self.realized)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"version": STATE_VERSION, "fingerprint": self.fingerprint(), "epoch": self._epoch,
-                "index": self._index, "realized": list(self.realized),
+        return {"version": STATE_VERSION, "fingerprint": self.fingerprint(), **self.cursor.state_dict(),
+                "realized": list(self.realized),
                 "sources": {s.label: src.state_dict() for s, src in zip(self.streams, self.sources)}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -376,9 +403,9 @@ class MixedSource:
                              "restore into a MixedSource built with the same streams and options")
         for s, src in zip(self.streams, self.sources):
             src.load_state_dict(state["sources"][s.label])
-        self._epoch, self._index = state["epoch"], state["index"]
+        self.cursor.load_state_dict(state)
         self.realized = list(state["realized"])
-        self._labels, self._iters = None, [None] * len(self.sources)
+        self._iters = [None] * len(self.sources)
 
     def start(self) -> None:
         for src in self.sources:

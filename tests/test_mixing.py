@@ -251,3 +251,8 @@ def test_device_per_stream_under_two_gloo_processes(text_streams, tokenizer_path
         assert all(len(set(ids)) == 1 for ids in batches)         # each device batch: one stream
     mixed = sum(per_rank[0][k][0] != per_rank[1][k][0] for k in range(len(per_rank[0])))
     assert mixed > 0                                              # while global batches mix
+
+
+def test_unknown_batching_method_fails_at_construction(ab):
+    with pytest.raises(ConfigError, match="batching_method='stratify' is not valid"):
+        MixedSource([Stream(ab["A"]), Stream(ab["B"])], batching_method="stratify")

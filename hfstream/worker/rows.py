@@ -89,15 +89,3 @@ def _every_nth(chunks: Chunks, n: int) -> Chunks:
         offset = (offset - len(chunk)) % n
         if kept:
             yield kept
-
-
-def chunk_values(values: Iterator[Any], size: int = 512) -> Chunks:
-    """Group a row iterator into chunks."""
-    chunk: list[Any] = []
-    for value in values:
-        chunk.append(value)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
