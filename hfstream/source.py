@@ -55,6 +55,8 @@ class SourceSpec:
         format: force a format instead of inferring it from file extensions.
         reader: ``fast`` reads local files without ``datasets`` (same documents, same order),
             ``datasets`` always goes through ``datasets.load_dataset(streaming=True)``.
+        ws_field: for a ``ws://`` dataset (an EIR-protocol server), the sample field holding the
+            text; None picks the server's one sequence output (see ``hfstream.worker.ws``).
     """
 
     dataset: str
@@ -75,6 +77,7 @@ class SourceSpec:
     encoding_errors: Literal["strict", "replace", "ignore"] = "strict"
     format: Format | None = None
     reader: Literal["auto", "fast", "datasets"] = "auto"
+    ws_field: str | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -131,6 +134,9 @@ def _validate(spec: SourceSpec) -> None:
     if spec.shard >= spec.num_shards:
         raise ConfigError(f"shard={spec.shard} is out of range for num_shards={spec.num_shards}",
                           "shard must be in [0, num_shards): usually the rank, with num_shards = world size")
+    if spec.ws_field is not None and (not isinstance(spec.ws_field, str) or not spec.ws_field):
+        raise ConfigError(f"ws_field must be a non-empty string, got {spec.ws_field!r}",
+                          "pass the server's output name (e.g. text_output), or None to detect it")
     for key, choices in _CHOICES.items():
         if getattr(spec, key) not in choices:
             raise ConfigError(f"{key}={getattr(spec, key)!r} is not valid",
@@ -147,21 +153,24 @@ def _check_int(key: str, value: Any, minimum: int | None = None) -> None:
 
 @dataclass
 class Resolved:
-    """Where the documents come from: ``kind`` is ``local`` (``files`` in ``format``) or ``hub``."""
+    """Where the documents come from: ``kind`` is ``local`` (``files`` in ``format``), ``hub``,
+    or ``ws`` (an EIR-protocol WebSocket server at the dataset URL)."""
 
-    kind: Literal["local", "hub"]
+    kind: Literal["local", "hub", "ws"]
     format: Format | None = None
     files: list[str] = field(default_factory=list)
 
 
 def resolve(spec: SourceSpec) -> Resolved:
-    """Resolve a spec to local files (sorted, format known) or a hub dataset.
+    """Resolve a spec to local files (sorted, format known), a hub dataset or a ws:// server.
 
     Raises:
         DatasetNotFoundError: a path that does not exist, a glob matching nothing, an empty directory.
         DataFormatError: an unknown or mixed file extension.
     """
     dataset = spec.dataset
+    if dataset.startswith(("ws://", "wss://")):
+        return Resolved("ws")
     if builtin.is_builtin(dataset):
         return Resolved("local", "json", [str(builtin.builtin_path(dataset))])
     if dataset in EXTENSIONS.values() or dataset in ("jsonl",):  # builder name + data_files

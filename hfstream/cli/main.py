@@ -17,22 +17,15 @@ import time
 
 import orjson
 
-from hfstream.cli.options import add_source_args, source_options
+from hfstream.cli import serve
+from hfstream.cli.options import add_mixture_args, add_source_args, open_source
 from hfstream.errors import HfStreamError
 
 
-def _corpus(args: argparse.Namespace, **overrides):
-    from hfstream.corpus import HuggingFaceStreamingCorpus
-
-    options = source_options(args)
-    options.update(overrides)
-    return HuggingFaceStreamingCorpus(args.dataset, batch_size=args.batch_size, **options)
-
-
 def cmd_head(args: argparse.Namespace) -> int:
-    options = {"max_samples": args.n if args.max_samples is None else min(args.n, args.max_samples)}
-    with _corpus(args, **options) as corpus:
-        for i, text in enumerate(corpus.stream()):
+    limit = args.n if args.max_samples is None else min(args.n, args.max_samples)
+    with open_source(args, max_samples=limit) as source:
+        for i, text in zip(range(limit), source.stream()):
             if args.json:
                 sys.stdout.write(orjson.dumps({"text": text}).decode() + "\n")
                 continue
@@ -47,7 +40,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     docs = nbytes = 0
     first = None
-    with _corpus(args) as corpus, tqdm(total=args.max_samples, unit="doc", unit_scale=True,
+    with open_source(args) as corpus, tqdm(total=args.max_samples, unit="doc", unit_scale=True,
                                        disable=args.quiet, file=sys.stderr, smoothing=0.1) as bar:
         for batch in corpus.stream_batches():
             if first is None:
@@ -58,7 +51,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
             bar.update(len(batch))
             elapsed = time.perf_counter() - t0
             bar.set_postfix_str(f"{nbytes / 1e6 / elapsed:,.1f} MB/s", refresh=False)
-        skipped, restarts = dict(corpus.skipped), corpus.num_restarts
+        skipped = dict(getattr(corpus, "skipped", {}))
+        restarts = getattr(corpus, "num_restarts", 0)
+        if hasattr(corpus, "proportions"):
+            print(f"realized proportions: {corpus.proportions()}", file=sys.stderr)
     elapsed = time.perf_counter() - t0
     summary = {"documents": docs, "mb": round(nbytes / 1e6, 2), "seconds": round(elapsed, 3),
                "docs_per_s": round(docs / elapsed, 1), "mb_per_s": round(nbytes / 1e6 / elapsed, 1),
@@ -88,6 +84,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hfstream.bench import BENCHMARKS
+
     parser = argparse.ArgumentParser(prog="hfstream", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
@@ -95,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     head = sub.add_parser("head", help="print the first N documents of a dataset")
-    add_source_args(head)
+    add_source_args(head, dataset_required=False)
+    add_mixture_args(head)
     head.add_argument("-n", type=int, default=5, help="documents to print")
     head.add_argument("--chars", type=int, default=600, help="truncate each document (0: full text)")
     head.add_argument("--json", action="store_true", help="print JSON lines {\"text\": ...}")
@@ -103,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     head.set_defaults(func=cmd_head)
 
     scan = sub.add_parser("scan", help="stream through a dataset, reporting documents/s and MB/s")
-    add_source_args(scan)
+    add_source_args(scan, dataset_required=False)
+    add_mixture_args(scan)
     scan.add_argument("--batch-size", type=int, default=1000)
     scan.add_argument("--json", action="store_true", help="print the summary as JSON")
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -112,8 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = sub.add_parser("datasets", help="list the built-in offline corpora")
     datasets.set_defaults(func=cmd_datasets)
 
+    serve.register(sub)
+
     bench = sub.add_parser("bench", help="run a benchmark program (hfstream bench corpus --help)")
-    bench.add_argument("which", choices=["corpus"])
+    bench.add_argument("which", choices=sorted(BENCHMARKS))
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
     return parser

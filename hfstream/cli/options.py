@@ -29,6 +29,8 @@ def add_source_args(parser: argparse.ArgumentParser, dataset_required: bool = Tr
     g.add_argument("--encoding-errors", choices=["strict", "replace", "ignore"], default="strict")
     g.add_argument("--format", default=None, choices=["parquet", "json", "text", "csv", "arrow"])
     g.add_argument("--reader", choices=["auto", "fast", "datasets"], default="auto")
+    g.add_argument("--ws-field", default=None,
+                   help="ws:// datasets: the sample field holding the text (default: detected)")
 
 
 def source_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -41,7 +43,8 @@ def source_options(args: argparse.Namespace) -> dict[str, Any]:
             "max_samples": args.max_samples, "epochs": args.epochs or None, "shard": args.shard,
             "num_shards": args.num_shards, "shard_by": args.shard_by, "seed": args.seed,
             "strict": args.strict, "sample_by": args.sample_by,
-            "encoding_errors": args.encoding_errors, "format": args.format, "reader": args.reader}
+            "encoding_errors": args.encoding_errors, "format": args.format, "reader": args.reader,
+            "ws_field": args.ws_field}
 
 
 def add_mixture_args(parser: argparse.ArgumentParser) -> None:

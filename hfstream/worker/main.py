@@ -159,8 +159,13 @@ def _raise_empty(num_rows: int, skipped: Counter, spec: SourceSpec) -> None:
 
 
 def make_opener(spec: SourceSpec, resolved: Resolved) -> tuple[str, Opener]:
-    """Pick the reader (fast or datasets) and return (its name, an opener of shard rows)."""
+    """Pick the reader (fast, datasets or ws) and return (its name, an opener of shard rows)."""
     from hfstream.worker import fast
+
+    if resolved.kind == "ws":
+        from hfstream.worker import ws
+
+        return "ws", ws.ws_opener(spec)
 
     if resolved.kind == "local":
         fast_reader = fast.READERS.get(resolved.format or "")

@@ -1,0 +1,431 @@
+"""The EIR-compatible WebSocket server: connections, the message set, limits, start and shutdown.
+
+EIR (``eirtrain``) trains from it unchanged: point ``output_source`` at the server's URL. The
+server reads any ``DocumentSource`` (a ``HuggingFaceStreamingCorpus``, a mixture) through one
+shared ``SampleFeed``, so every connection receives disjoint samples, and answers the whole
+protocol of ``hfstream.eir.protocol``. Bad clients get an ``error`` reply or a clean close;
+they never take the server or other connections down. ``hfstream.eir.runner`` runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hmac
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from hfstream.eir import protocol
+from hfstream.eir.feed import DocumentSource, SampleFeed
+from hfstream.eir.samples import DEFAULT_SEPARATOR
+from hfstream.errors import ConfigError
+
+log = logging.getLogger("hfstream.eir.server")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class ServerConfig:
+    """How the server listens, what it sends and what it tolerates.
+
+    Args:
+        host: interface to bind; loopback unless told otherwise.
+        port: TCP port (0 picks a free one; see ``EirServer.url``).
+        path: the WebSocket endpoint's path (EIR's tutorial: ``/ws``).
+        output_name: the sequence output's name in ``info`` and in every sample; must match
+            ``output_name`` of the EIR output config.
+        sequence_length: words per sample (chunk mode); 0 sends one sample per document.
+        separator: chunk mode's word between two documents.
+        max_iterations: the stream ends (``["terminate"]``) after this many samples per pass,
+            validation samples included; None streams until the source ends.
+        token: shared secret clients must send as ``?token=`` in the URL or as an
+            ``Authorization: Bearer`` header; None accepts everyone who can reach the port.
+        max_batch_size: largest ``getData`` batch served.
+        max_message_bytes: largest client frame accepted (``setValidationIds`` is the big one).
+        max_connections: further connections are refused with HTTP 503.
+        allowed_origins: browser origins allowed besides the server's own (``*``: any). Requests
+            from other origins get HTTP 403, so a web page cannot read the data.
+        max_validation_ids: most validation ids kept in all.
+        ping_interval: seconds between keepalive pings (None: no pings). Pings never time
+            out: EIR answers them only between training steps.
+        reply_deadline: seconds a ``getData`` waits for a slow source before replying with
+            what it has, or with an ``error`` ("not ready, ask again") when it has nothing.
+        handshake_timeout: seconds a new connection has to send its handshake.
+        max_bad_frames: malformed frames in a row before the connection is closed.
+        buffer_samples: read-ahead bound, in samples; also the stream's first samples kept
+            so that a ``reset`` is answered from memory while the source restarts.
+        buffer_chars: the same two bounds, in characters.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    path: str = "/ws"
+    output_name: str = "text_output"
+    sequence_length: int = 512
+    separator: str = DEFAULT_SEPARATOR
+    max_iterations: int | None = None
+    token: str | None = None
+    max_batch_size: int = 4096
+    max_message_bytes: int = 4 << 20
+    max_connections: int = 128
+    allowed_origins: tuple[str, ...] = ()
+    max_validation_ids: int = 1_000_000
+    ping_interval: float | None = 20.0
+    reply_deadline: float = 20.0
+    handshake_timeout: float = 30.0
+    max_bad_frames: int = 20
+    buffer_samples: int = 4096
+    buffer_chars: int = 16 << 20
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ConfigError(f"port={self.port!r} is not a TCP port",
+                              "pass --port in [1, 65535] (0: any free port)")
+        if not self.path.startswith("/"):
+            raise ConfigError(f"path={self.path!r} must start with '/'", "pass e.g. --path /ws")
+        if not self.output_name:
+            raise ConfigError("output_name is empty",
+                              "pass the EIR output config's output_name, e.g. text_output")
+        for key in ("sequence_length", "max_batch_size", "max_message_bytes", "max_connections",
+                    "max_validation_ids", "max_bad_frames", "buffer_samples", "buffer_chars"):
+            value, low = getattr(self, key), 0 if key == "sequence_length" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}",
+                                  f"pass --{key.replace('_', '-')} >= {low}")
+        limit = self.max_iterations
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"max_iterations must be a positive integer, got {self.max_iterations!r}",
+                              "pass --max-iterations >= 1, or leave it out to stream without a limit")
+        if self.ping_interval is not None and not self.ping_interval > 0:
+            raise ConfigError(f"ping_interval must be > 0 or None, got {self.ping_interval!r}",
+                              "pass --ping-interval 20 (seconds), or 0 for no pings")
+        if self.token is not None and not self.token:
+            raise ConfigError("the token is empty", "pass a non-empty --token, or none at all")
+
+    @property
+    def mode(self) -> str:
+        if self.sequence_length == 0:
+            return "one sample per document"
+        return f"chunks of {self.sequence_length} words"
+
+
+@dataclass
+class _Client:
+    """Per-connection bookkeeping (for logs and ``status``)."""
+
+    id: int
+    peer: str
+    num_messages: int = 0
+    num_samples: int = 0
+    num_bytes: int = 0
+    bad_in_a_row: int = 0
+    reported_failure: bool = False
+
+
+class EirServer:
+    """A WebSocket server speaking EIR's streaming protocol v1.0 over a document source.
+
+    Args:
+        source: the documents; the server rewinds it with ``load_state_dict`` on ``reset`` but
+            never closes it (it belongs to the caller).
+        config: listening address, sample shape and limits.
+        name: what is served, for logs and ``status`` (e.g. the dataset).
+
+    Example::
+
+        server = EirServer(corpus, ServerConfig(port=8000), name="builtin:python-docs")
+        await server.start()          # binds; logs the URL
+        await server.wait_closed()    # until server.close()
+    """
+
+    def __init__(self, source: DocumentSource, config: ServerConfig | None = None, name: str = ""):
+        self.config = config or ServerConfig()
+        self.name = name or type(source).__name__
+        c = self.config
+        self.feed = SampleFeed(source, sequence_length=c.sequence_length, separator=c.separator,
+                               max_samples=c.max_iterations, buffer_samples=c.buffer_samples,
+                               buffer_chars=c.buffer_chars, replay_samples=c.buffer_samples,
+                               replay_chars=c.buffer_chars)
+        self.validation_ids: set[str] = set()
+        self._clients: dict[ServerConnection, _Client] = {}
+        self._num_handlers = 0
+        self._ids = itertools.count(1)
+        self._server: Server | None = None
+        self._started = 0.0
+        self.num_connections = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind and start serving.
+
+        Raises:
+            ConfigError: the port is in use, or the host cannot be bound.
+        """
+        c = self.config
+        try:
+            self._server = await serve(
+                self._handle, c.host, c.port, process_request=self._check_request,
+                max_size=c.max_message_bytes, max_queue=4, ping_interval=c.ping_interval,
+                compression=None,  # EIR's client never asks for it; it only costs CPU and memory
+                ping_timeout=None, open_timeout=min(c.handshake_timeout, 10.0), close_timeout=5)
+        except OSError as exc:
+            raise _bind_error(exc, c.host, c.port) from None
+        self.feed.start()
+        self._started = time.monotonic()
+        auth = "token required" if c.token else "no token"
+        log.info("serving %s at %s (%s as %r, %s)", self.name, self.url, c.mode, c.output_name, auth)
+        if c.host not in LOOPBACK_HOSTS and not c.token:
+            log.warning("listening on %s without a token: anyone who can reach port %d can read the "
+                        "data; pass --token (or HFSTREAM_WS_TOKEN) to require one", c.host, self.port)
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when the config asked for port 0)."""
+        assert self._server is not None, "start() the server first"
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        host = self.config.host
+        host = f"[{host}]" if ":" in host else host
+        return f"ws://{host}:{self.port}{self.config.path}"
+
+    def close(self) -> None:
+        """Stop accepting connections and close the open ones (code 1001, going away)."""
+        self.feed.stop()  # a getData waiting on the source returns now
+        if self._server is not None:
+            self._server.close()
+
+    async def wait_closed(self, grace_s: float = 5.0) -> None:
+        """Wait until the server is closed; connections still open ``grace_s`` seconds after
+        ``close()`` (e.g. a peer that never finishes its upgrade) are cut."""
+        assert self._server is not None
+        server = self._server
+        try:
+            await asyncio.wait_for(asyncio.shield(server.wait_closed()), grace_s)
+        except asyncio.TimeoutError:
+            log.warning("%d connections did not close within %.0fs: cutting them",
+                        len(server.handler_tasks), grace_s)
+            for task in list(server.handler_tasks):
+                task.cancel()
+            await server.wait_closed()
+        self.feed.close()
+        log.info("stopped after %.0fs: %d samples served over %d connections", time.monotonic() - self._started,
+                 self.feed.num_served, self.num_connections)
+
+    async def stop(self) -> None:
+        self.close()
+        await self.wait_closed()
+
+    # -- HTTP upgrade: path, token, connection cap ----------------------------------------
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        if url.path != self.config.path:
+            return connection.respond(404, f"no WebSocket endpoint at {url.path}; "
+                                           f"connect to {self.config.path}\n")
+        origin = request.headers.get("Origin")
+        allowed = self.config.allowed_origins
+        if (origin is not None and urlsplit(origin).netloc != request.headers.get("Host")
+                and origin not in allowed and "*" not in allowed):
+            # A web page the user visits could otherwise read the data (cross-site WebSocket
+            # hijacking). Non-browser clients send no Origin, or their own host as EIR's does.
+            log.warning("refused %s: cross-origin request from %s", _peer(connection), origin[:100])
+            return connection.respond(403, "cross-origin WebSocket connections are refused (see the "
+                                           "server's --allow-origin)\n")
+        token = self.config.token
+        if token is not None:
+            given = parse_qs(url.query).get("token", [""])[0]
+            auth = request.headers.get("Authorization", "")
+            if not given and auth.lower().startswith("bearer "):
+                given = auth[7:].strip()
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                log.debug("refused %s: %s token", _peer(connection), "wrong" if given else "no")
+                return connection.respond(401, "this server needs a token: add ?token=... to the URL "
+                                               "or send 'Authorization: Bearer ...'\n")
+        if self._num_handlers >= self.config.max_connections:
+            log.warning("refused %s: %d connections open (--max-connections)", _peer(connection),
+                        self._num_handlers)
+            return connection.respond(503, "too many connections\n")
+        return None
+
+    # -- one connection -------------------------------------------------------------------
+    async def _handle(self, ws: ServerConnection) -> None:
+        client = _Client(next(self._ids), _peer(ws))
+        self._num_handlers += 1
+        self.num_connections += 1
+        log.debug("connection %d from %s opened", client.id, client.peer)
+        try:
+            if await self._handshake(ws, client):
+                self._clients[ws] = client
+                await self._serve_messages(ws, client)
+        except ConnectionClosed:
+            pass
+        except Exception:  # noqa: BLE001 - one connection's bug must not reach the others
+            log.exception("connection %d from %s failed", client.id, client.peer)
+            await ws.close(1011, "internal server error")
+        finally:
+            self._clients.pop(ws, None)
+            self._num_handlers -= 1
+            log.debug("connection %d from %s closed (code %s): %d messages, %d samples, %.1f MB sent",
+                      client.id, client.peer, ws.close_code, client.num_messages, client.num_samples,
+                      client.num_bytes / 1e6)
+
+    async def _handshake(self, ws: ServerConnection, client: _Client) -> bool:
+        c = self.config
+        try:
+            frame = await asyncio.wait_for(ws.recv(), c.handshake_timeout)
+        except asyncio.TimeoutError:
+            await ws.close(1008, f"no handshake within {c.handshake_timeout:.0f}s")
+            return False
+        try:
+            request = protocol.parse_request(frame, max_batch_size=c.max_batch_size,
+                                             max_ids=c.max_validation_ids)
+        except protocol.RequestError as exc:
+            return await self._refuse(ws, client, str(exc))
+        if request.type != "handshake":
+            first = f'{{"type": "handshake", "version": "{protocol.PROTOCOL_VERSION}"}}'
+            return await self._refuse(ws, client, f"the first message must be a handshake, got "
+                                      f"{request.type!r}\nHINT: send {first} first")
+        if request.version != protocol.PROTOCOL_VERSION:
+            return await self._refuse(ws, client, f"Incompatible protocol version: the client speaks "
+                                      f"{request.version}, this server {protocol.PROTOCOL_VERSION}")
+        await self._send(ws, client, protocol.handshake_reply())
+        log.debug("connection %d: handshake (worker_id %s)", client.id, request.payload.get("worker_id",
+                                                                                              "-"))
+        return True
+
+    async def _refuse(self, ws: ServerConnection, client: _Client, message: str) -> bool:
+        log.debug("connection %d from %s refused: %s", client.id, client.peer, message.splitlines()[0])
+        await self._send(ws, client, protocol.error_reply(message))
+        await ws.close(1008, "handshake failed")
+        return False
+
+    async def _serve_messages(self, ws: ServerConnection, client: _Client) -> None:
+        c = self.config
+        async for frame in ws:
+            client.num_messages += 1
+            try:
+                request = protocol.parse_request(frame, max_batch_size=c.max_batch_size,
+                                                 max_ids=c.max_validation_ids)
+            except protocol.RequestError as exc:
+                client.bad_in_a_row += 1
+                log.debug("connection %d: bad frame: %s", client.id, exc.message)
+                await self._send(ws, client, protocol.error_reply(str(exc)))
+                if client.bad_in_a_row >= c.max_bad_frames:
+                    await ws.close(1008, f"{client.bad_in_a_row} malformed messages in a row")
+                    return
+                continue
+            client.bad_in_a_row = 0
+            await self._dispatch(ws, client, request)
+
+    async def _dispatch(self, ws: ServerConnection, client: _Client, request: protocol.Request) -> None:
+        kind = request.type
+        if kind == "getData":
+            await self._send_data(ws, client, request.batch_size)
+        elif kind == "heartbeat":
+            await self._send(ws, client, protocol.heartbeat_reply())
+        elif kind == "getInfo":
+            await self._send(ws, client, protocol.info_reply(self.config.output_name))
+        elif kind == "setValidationIds":
+            await self._set_validation_ids(ws, client, request.validation_ids)
+        elif kind == "reset":
+            await self._reset(ws, client)
+        elif kind == "status":
+            await self._send(ws, client, protocol.status_reply(self.status()))
+        elif kind == "handshake":  # a repeated handshake is harmless: answer it again
+            reply = (protocol.handshake_reply() if request.version == protocol.PROTOCOL_VERSION else
+                     protocol.error_reply(f"Incompatible protocol version {request.version}"))
+            await self._send(ws, client, reply)
+
+    async def _send_data(self, ws: ServerConnection, client: _Client, batch_size: int) -> None:
+        taken = await self.feed.take(batch_size, self.validation_ids, self.config.reply_deadline)
+        if taken.samples:
+            name = self.config.output_name
+            samples = [protocol.sample(name, text, sid) for sid, text in taken.samples]
+            client.num_samples += len(samples)
+            await self._send(ws, client, protocol.data_reply(samples))
+        elif taken.error is not None and not client.reported_failure:
+            client.reported_failure = True  # once; then the stream is over (terminate) until a reset
+            await self._send(ws, client, protocol.error_reply(
+                f"the data source failed: {taken.error}\nHINT: see the server's log; send reset to retry"))
+        elif taken.ended:
+            log.debug("connection %d: end of stream at position %d: terminate", client.id,
+                      self.feed.next_position)
+            await self._send(ws, client, protocol.terminate_reply())
+        else:
+            await self._send(ws, client, protocol.error_reply(
+                f"no sample was ready within {self.config.reply_deadline:.0f}s (the source is slow or "
+                "still starting); ask again"))
+
+    async def _set_validation_ids(self, ws: ServerConnection, client: _Client, ids: list[str]) -> None:
+        room = self.config.max_validation_ids - len(self.validation_ids)
+        new = set(ids) - self.validation_ids
+        if len(new) > room:
+            await self._send(ws, client, protocol.error_reply(
+                f"setValidationIds: {len(new):,} new ids would exceed the server's limit of "
+                f"{self.config.max_validation_ids:,}\nHINT: restart the server with a larger "
+                "--max-validation-ids, or use fewer validation samples"))
+            return
+        self.validation_ids |= new
+        log.info("connection %d: %d validation ids received (%d excluded in all)", client.id, len(ids),
+                 len(self.validation_ids))
+        await self._send(ws, client, protocol.validation_reply(len(ids), len(self.validation_ids)))
+
+    async def _reset(self, ws: ServerConnection, client: _Client) -> None:
+        self.feed.rewind()
+        for c in self._clients.values():
+            c.reported_failure = False
+        log.info("connection %d: reset: the stream starts again at sample 0 (%d resets)", client.id,
+                 self.feed.num_rewinds)
+        await self._send(ws, client, protocol.reset_confirmation())
+        note = protocol.encode(protocol.reset_broadcast())
+        await self._send_bytes(ws, client, note)  # the requester waits for it: never skipped
+        # Others get it without backpressure: a stalled client must not hold this one up.
+        broadcast([other for other in self._clients if other is not ws], note, text=True)
+
+    def status(self) -> dict[str, Any]:
+        c = self.config
+        status: dict[str, Any] = {"dataset": self.name, "active_connections": len(self._clients),
+                                  "validation_ids_count": len(self.validation_ids),
+                                  "mode": "documents" if c.sequence_length == 0 else "chunks",
+                                  "sequence_length": c.sequence_length, "output_name": c.output_name,
+                                  **self.feed.status()}
+        if c.max_iterations is not None:
+            status["max_iterations"] = c.max_iterations
+            status["remaining_iterations"] = max(0, c.max_iterations - self.feed.next_position)
+        return status
+
+    async def _send(self, ws: ServerConnection, client: _Client, message: dict[str, Any]) -> None:
+        await self._send_bytes(ws, client, protocol.encode(message))
+
+    async def _send_bytes(self, ws: ServerConnection, client: _Client, data: bytes) -> None:
+        client.num_bytes += len(data)
+        await ws.send(data, text=True)
+
+
+def _peer(connection: ServerConnection) -> str:
+    try:
+        host, port = connection.remote_address[:2]
+        return f"{host}:{port}"
+    except (TypeError, ValueError, OSError):
+        return "?"
+
+
+def _bind_error(exc: OSError, host: str, port: int) -> ConfigError:
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(f"port {port} on {host} is already in use",
+                           f"pick another port with --port (e.g. --port {port + 1}), or stop the other "
+                           f"server (see: lsof -i :{port})")
+    if exc.errno == errno.EACCES:
+        return ConfigError(f"no permission to bind port {port} on {host}",
+                           "ports below 1024 need privileges: use --port 8000 or higher")
+    return ConfigError(f"cannot listen on {host}:{port}: {exc}",
+                       "check --host (an address of this machine, e.g. 127.0.0.1 or 0.0.0.0) and --port")

@@ -1,0 +1,53 @@
+"""The hfstream command: head, scan (single dataset and --streams mixtures), errors, datasets."""
+
+import json
+import subprocess
+import sys
+
+from conftest import make_texts, write_jsonl
+from hfstream.cli.main import main
+
+
+def test_head_prints_the_first_documents(tmp_path, capsys):
+    texts = make_texts(20)
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in texts])
+    assert main(["head", "--dataset", str(path), "-n", "3", "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["text"] for line in lines] == texts[:3]
+
+
+def test_scan_reports_documents_and_rates(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in make_texts(50)])
+    assert main(["scan", "--dataset", str(path), "--epochs", "2", "--json", "-q"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["documents"] == 100 and summary["mb_per_s"] > 0 and summary["restarts"] == 0
+
+
+def test_scan_a_mixture_file(tmp_path, capsys):
+    a = write_jsonl(tmp_path / "a.jsonl", [{"text": f"a{i}"} for i in range(100)])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"text": f"b{i}"} for i in range(200)])
+    mix = tmp_path / "mix.yaml"
+    mix.write_text(f"streams:\n  - {{dataset: {a}, proportion: 0.25}}\n  - {{dataset: {b}, proportion: 0.75}}\n"
+                   "epoch_size: 400\nseed: 1\n")
+    assert main(["scan", "--streams", str(mix), "--json", "-q"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["documents"] == 400
+    assert "realized proportions" in captured.err
+
+
+def test_errors_are_one_clear_message_and_exit_code_2(tmp_path, capsys):
+    assert main(["head", "--dataset", str(tmp_path / "missing.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no such file") and "HINT:" in err
+    bad = tmp_path / "mix.yaml"
+    bad.write_text("streams: [{dataset: x.jsonl}]\nepochsize: 3\n")
+    assert main(["scan", "--streams", str(bad)]) == 2
+    assert "unknown key 'epochsize'" in capsys.readouterr().err
+
+
+def test_datasets_lists_the_builtin_corpus_and_the_module_runs(capsys):
+    assert main(["datasets"]) == 0
+    assert "builtin:python-docs" in capsys.readouterr().out
+    out = subprocess.run([sys.executable, "-m", "hfstream.cli.main", "head", "--dataset", "builtin:python-docs",
+                          "-n", "1", "--chars", "80"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("--- document 0")
