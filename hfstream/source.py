@@ -25,6 +25,8 @@ EXTENSIONS: dict[str, Format] = {
 }
 COMPRESSIONS = (".gz", ".zst", ".bz2", ".xz")
 _GLOB_CHARS = set("*?[")
+#: remote file URLs read through datasets/fsspec (ws:// is an EIR server, not a file)
+URL_SCHEMES = ("http://", "https://", "s3://", "gs://", "gcs://", "hf://", "az://", "abfs://")
 
 
 @dataclass
@@ -156,7 +158,7 @@ class Resolved:
     """Where the documents come from: ``kind`` is ``local`` (``files`` in ``format``), ``hub``,
     or ``ws`` (an EIR-protocol WebSocket server at the dataset URL)."""
 
-    kind: Literal["local", "hub", "ws"]
+    kind: Literal["local", "remote", "hub", "ws"]
     format: Format | None = None
     files: list[str] = field(default_factory=list)
 
@@ -171,6 +173,8 @@ def resolve(spec: SourceSpec) -> Resolved:
     dataset = spec.dataset
     if dataset.startswith(("ws://", "wss://")):
         return Resolved("ws")
+    if dataset.startswith(URL_SCHEMES):
+        return Resolved("remote", spec.format or infer_format([dataset]), [dataset])
     if builtin.is_builtin(dataset):
         return Resolved("local", "json", [str(builtin.builtin_path(dataset))])
     if dataset in EXTENSIONS.values() or dataset in ("jsonl",):  # builder name + data_files
@@ -179,7 +183,8 @@ def resolve(spec: SourceSpec) -> Resolved:
                               f"pass data_files='path/*.{'jsonl' if dataset == 'json' else dataset}' "
                               "or give the path itself as the dataset")
         files = _expand_all(_as_list(spec.data_files), base=None)
-        return Resolved("local", spec.format or ("json" if dataset == "jsonl" else dataset), files)
+        kind = "remote" if any(f.startswith(URL_SCHEMES) for f in files) else "local"
+        return Resolved(kind, spec.format or ("json" if dataset == "jsonl" else dataset), files)
     if os.path.isdir(dataset) and spec.data_files is not None:
         files = _expand_all(_as_list(spec.data_files), base=dataset)
         return Resolved("local", spec.format or infer_format(files), files)
@@ -213,6 +218,8 @@ def _expand_all(patterns: list[str], base: str | None) -> list[str]:
 
 
 def _expand(pattern: str) -> list[str]:
+    if pattern.startswith(URL_SCHEMES):
+        return [pattern]  # remote: datasets/fsspec resolves it
     if any(c in _GLOB_CHARS for c in pattern) and not os.path.exists(pattern):
         matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
         if not matches:

@@ -11,7 +11,7 @@ import socket
 from typing import Any
 from urllib.parse import urlparse
 
-from hfstream.errors import DataFormatError, OfflineError
+from hfstream.errors import DataFormatError, DatasetNotFoundError, OfflineError
 from hfstream.source import SourceSpec
 from hfstream.worker.rows import Chunks, epoch_file_order, shard_mode, _every_nth
 
@@ -37,8 +37,32 @@ def _load_local(files: list[str], fmt: str, spec: SourceSpec) -> Chunks:
         kwargs.update(encoding_errors=spec.encoding_errors)
     elif fmt == "csv" and all(f.endswith((".tsv", ".tsv.gz")) for f in files):
         kwargs.update(sep="\t")
-    ds = datasets.load_dataset(fmt, data_files=files, split="train", streaming=True, **kwargs)
+    try:
+        ds = datasets.load_dataset(fmt, data_files=files, split="train", streaming=True, **kwargs)
+    except FileNotFoundError as exc:
+        _raise_if_server_trouble(files)
+        raise DatasetNotFoundError(f"cannot open {', '.join(files[:3])}: {exc}",
+                                   "check the path or URL (and, for a URL, that the server serves it)") from None
     return _column_chunks(ds, spec.text_column, where=", ".join(files[:3]))
+
+
+def _raise_if_server_trouble(files: list[str]) -> None:
+    """datasets reports an HTTP 5xx/429 at open time as "Unable to find": tell transient from missing.
+
+    Raises:
+        ConnectionError: a remote file whose server is down or overloaded (the worker retries).
+    """
+    import urllib.error
+    import urllib.request
+
+    for url in (f for f in files if f.startswith(("http://", "https://"))):
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10).close()
+        except urllib.error.HTTPError as exc:
+            if exc.code >= 500 or exc.code == 429:
+                raise ConnectionError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ConnectionError(f"{url}: {exc}") from None
 
 
 def hub_rows(spec: SourceSpec, epoch: int, start: int) -> Chunks:

@@ -179,6 +179,9 @@ def make_opener(spec: SourceSpec, resolved: Resolved) -> tuple[str, Opener]:
         return "datasets", lambda e, r: hf.local_rows(resolved.files, resolved.format, spec, e, r)
     from hfstream.worker import hf
 
+    if resolved.kind == "remote":  # URLs: datasets/fsspec read them, with our retries around
+        return "datasets", lambda e, r: hf.local_rows(resolved.files, resolved.format, spec, e, r)
+
     return "datasets", lambda e, r: hf.hub_rows(spec, e, r)
 
 
@@ -196,7 +199,7 @@ def is_transient(exc: BaseException) -> bool:
     names = {cls.__name__ for cls in type(exc).__mro__}
     if names & TRANSIENT_NAMES:
         return True
-    status = getattr(getattr(exc, "response", None), "status_code", None)
+    status = getattr(getattr(exc, "response", None), "status_code", None) or getattr(exc, "status", None)
     return isinstance(status, int) and (status >= 500 or status == 429)
 
 
