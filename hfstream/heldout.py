@@ -1,0 +1,125 @@
+"""The held-out evaluation slice: the head of a stream, and a source that never yields it again.
+
+The first ``n`` documents of the stream are the evaluation set. Training reads the stream
+through :class:`ExcludingSource`, which drops every document whose text hashes like one of
+them: in every epoch, on every rank, duplicates included (EIR's validation ids, by content).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from hfstream.errors import EmptyDatasetError
+
+
+def text_id(text: str) -> bytes:
+    """A 16-byte content hash of a document: how held-out documents are recognised."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def heldout_fingerprint(texts: Sequence[str]) -> str:
+    """16 hex digits identifying an evaluation set (stored in checkpoints, checked on resume)."""
+    h = hashlib.blake2b(digest_size=8)
+    for text in texts:
+        h.update(text_id(text))
+    return h.hexdigest()
+
+
+def read_head(corpus: Any, n: int) -> list[str]:
+    """The first ``n`` documents of a corpus (fewer if it ends first)."""
+    out: list[str] = []
+    if n <= 0:
+        return out
+    for text in corpus.stream():
+        out.append(text)
+        if len(out) >= n:
+            break
+    return out
+
+
+class ExcludingSource:
+    """A corpus minus a set of documents, with the corpus's exact, resumable position.
+
+    Skipped documents advance the position like any other, so a state saved after a batch
+    resumes at the same next document, and the same documents are skipped again.
+
+    Args:
+        corpus: a ``HuggingFaceStreamingCorpus`` (anything with ``stream_batches``,
+            ``state_dict``, ``load_state_dict``).
+        excluded: texts never to yield.
+    """
+
+    def __init__(self, corpus: Any, excluded: Iterable[str]):
+        self.corpus = corpus
+        self.excluded_ids = frozenset(text_id(t) for t in excluded)
+        self.num_excluded = 0   # documents dropped so far (this process)
+        # An endless stream whose every document is held out would spin forever: give up
+        # after this many dropped in a row (generous, so that duplicated documents pass).
+        self.max_dropped_in_a_row = max(10 * len(self.excluded_ids), 10_000)
+
+    @property
+    def spec(self) -> Any:
+        return self.corpus.spec  # the loader ties its state to the corpus's data fingerprint
+
+    def start(self) -> None:
+        if hasattr(self.corpus, "start"):
+            self.corpus.start()
+
+    def stream_batches(self) -> Iterator[list[str]]:
+        excluded = self.excluded_ids
+        dropped_in_a_row = 0
+        for batch in self.corpus.stream_batches():
+            if excluded:
+                kept = [t for t in batch if text_id(t) not in excluded]
+                self.num_excluded += len(batch) - len(kept)
+                dropped_in_a_row = 0 if kept else dropped_in_a_row + len(batch)
+                if dropped_in_a_row > self.max_dropped_in_a_row:
+                    raise EmptyDatasetError(
+                        f"{dropped_in_a_row:,} documents in a row were held-out ones: every "
+                        "document of this stream (shard) seems to be in the evaluation set",
+                        "lower data.eval_docs, or use a larger dataset")
+                batch = kept
+            if batch:
+                yield batch
+
+    def stream(self) -> Iterator[str]:
+        for batch in self.stream_batches():
+            yield from batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.corpus.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.corpus.load_state_dict(state)
+
+    def close(self) -> None:
+        self.corpus.close()
+
+    def __enter__(self) -> "ExcludingSource":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def pack_rows(token_arrays: Sequence[np.ndarray], eos_id: int, seq_len: int,
+              max_rows: int | None = None) -> np.ndarray:
+    """Documents joined with EOS after each, cut into rows of ``seq_len + 1`` (stride seq_len).
+
+    Deterministic and unshuffled: the evaluation batches are the same at every evaluation.
+    Returns an int64 array (N, T+1); the tail shorter than a row is dropped.
+    """
+    parts = []
+    for ids in token_arrays:
+        parts.append(np.asarray(ids, dtype=np.int64))
+        parts.append(np.array([eos_id], dtype=np.int64))
+    stream = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    num_rows = max((len(stream) - 1) // seq_len, 0)
+    if max_rows is not None:
+        num_rows = min(num_rows, max_rows)
+    # rows overlap by one token: row i covers stream[i*T : i*T + T + 1]
+    index = np.arange(num_rows)[:, None] * seq_len + np.arange(seq_len + 1)[None, :]
+    return stream[index] if num_rows else np.zeros((0, seq_len + 1), dtype=np.int64)
