@@ -55,6 +55,11 @@ class DataConfig:
     shuffle_buffer_size: int = 10_000     # documents in the loader's shuffle buffer
     prefetch: int = 4                     # batches the loader prepares ahead
     eval_docs: int = 200                  # held-out documents (from the head of the stream)
+    # A mixture instead of `dataset` (MosaicML vocabulary; see hfstream.mixing):
+    streams: list[dict[str, Any]] | None = None   # [{dataset: ..., proportion|repeat|choose: ..., label: ...}]
+    epoch_size: Union[int, str, None] = None      # samples (or tokens with mix_by: tokens); "64M" works
+    mix_by: Literal["samples", "tokens"] = "samples"
+    batching_method: Literal["random", "stratified", "per_stream", "device_per_stream"] = "random"
 
 
 @dataclass
@@ -309,6 +314,17 @@ def validate(config: Config) -> None:
     if config.sample.top_k is not None and config.sample.top_k < 1:
         raise ConfigError(f"sample.top_k must be >= 1 or null, got {config.sample.top_k}",
                           "null samples from the whole vocabulary")
+    if config.data.streams is not None:
+        from hfstream.mixing import sorted_streams
+
+        sorted_streams(config.data.streams)  # weights, labels, stream classes: errors name the stream
+    elif config.data.batching_method != "random" or config.data.mix_by != "samples":
+        raise ConfigError("data.batching_method / data.mix_by apply to a mixture (data.streams)",
+                          "add data.streams: [{dataset: ..., proportion: ...}, ...] or drop them")
+    if config.data.streams is not None and config.data.mix_by == "samples" \
+            and config.data.batching_method != "random":
+        raise ConfigError(f"data.batching_method={config.data.batching_method!r} needs data.mix_by: tokens",
+                          "batch composition is defined on training rows; mixing documents is random")
     if not config.tokenizer.special_tokens:
         raise ConfigError("tokenizer.special_tokens is empty",
                           "keep at least the end-of-text token, e.g. ['<|endoftext|>']")
@@ -354,6 +370,11 @@ def _coerce(key: str, value: Any, expected: Any) -> Any:
         close = difflib.get_close_matches(str(value), [str(a) for a in args if a is not None], n=1)
         raise ConfigError(f"{key}={value!r} is not one of {choices}",
                           f"did you mean {close[0]!r}?" if close else f"choose one of {choices}")
+    if origin is dict or expected is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ConfigError(f"{key} must be a mapping, got {value!r} ({type(value).__name__})",
+                          f"write it as a YAML mapping, e.g. {{dataset: data.jsonl, proportion: 0.5}}")
     if origin is list:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, got {value!r} ({type(value).__name__})",

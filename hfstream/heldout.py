@@ -64,6 +64,10 @@ class ExcludingSource:
     def spec(self) -> Any:
         return self.corpus.spec  # the loader ties its state to the corpus's data fingerprint
 
+    def fingerprint(self) -> str:
+        """The wrapped source's data fingerprint (for sources without a SourceSpec, e.g. mixtures)."""
+        return self.corpus.fingerprint()
+
     def start(self) -> None:
         if hasattr(self.corpus, "start"):
             self.corpus.start()

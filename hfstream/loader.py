@@ -96,6 +96,8 @@ class StreamingTextDataLoader:
             order), ``tokens`` mixes training rows with budgets in tokens (``choose``, ``epoch_size``)
             and makes ``batching_method`` hold on every batch.
         epoch_size, batching_method: mixture options (see ``hfstream.mixing``).
+        wrap_source: with ``mix_by="tokens"``, applied to each stream's source (the trainer uses
+            it to exclude held-out documents).
         **corpus_options: passed to ``HuggingFaceStreamingCorpus`` when ``source`` is a name
             (``shard``/``num_shards`` also place a mixture under DDP).
 
@@ -114,7 +116,7 @@ class StreamingTextDataLoader:
                  with_positions: bool = False, shuffle_warmup: int | None = None, num_workers: int = 0,
                  state_every: int = 256, multiprocessing_context: str | None = None,
                  mix_by: str = "samples", epoch_size: int | str | None = None,
-                 batching_method: str = "random", **corpus_options: Any):
+                 batching_method: str = "random", wrap_source: Any = None, **corpus_options: Any):
         from hfstream.tokenization import TextEncoder
 
         for key, value in (("batch_size", batch_size), ("seq_len", seq_len), ("prefetch", prefetch)):
@@ -190,7 +192,7 @@ class StreamingTextDataLoader:
                 batching_method=batching_method, rank=corpus_options.pop("shard", 0),
                 world_size=corpus_options.pop("num_shards", 1), epochs=corpus_options.pop("epochs", None),
                 shuffle_buffer_size=shuffle_buffer_size, shuffle_buffer_bytes=shuffle_buffer_bytes,
-                shuffle_warmup=shuffle_warmup, with_positions=with_positions)
+                shuffle_warmup=shuffle_warmup, with_positions=with_positions, wrap_source=wrap_source)
             if corpus_options:
                 raise ConfigError(f"options {sorted(corpus_options)} do not apply to a mixture as a whole",
                                   "put source options on each stream: Stream(dataset, text_column=...)")

@@ -35,12 +35,14 @@ class RowMixer:
         batching_method: random | stratified | per_stream | device_per_stream.
         rank, world_size: DDP placement; streams are read on shard ``rank``.
         epochs: epochs to run (None: forever).
+        wrap_source: applied to each stream's source (e.g. to exclude held-out documents).
         **pipeline_options: shuffle_buffer_size, shuffle_buffer_bytes, shuffle_warmup, with_positions.
     """
 
     def __init__(self, streams: list[Any], encoder: Any, batch_size: int, seq_len: int, *,
                  epoch_size: int | str | None = None, seed: int = 0, batching_method: str = "random",
-                 rank: int = 0, world_size: int = 1, epochs: int | None = None, **pipeline_options: Any):
+                 rank: int = 0, world_size: int = 1, epochs: int | None = None,
+                 wrap_source: Any = None, **pipeline_options: Any):
         self.streams: list[Stream] = sorted_streams(streams)
         self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
         self.method, self.rank, self.world_size, self.epochs = batching_method, rank, world_size, epochs
@@ -50,8 +52,9 @@ class RowMixer:
         self.token_budgets = token_counts
         self.counts = [c // row_tokens for c in token_counts]   # rows per stream per epoch (global)
         self.with_positions = bool(pipeline_options.get("with_positions"))
+        wrap = wrap_source or (lambda source: source)
         self.pipelines = [
-            TokenPipeline(s.open(epochs=None, shard=rank, num_shards=world_size), encoder, 1, seq_len,
+            TokenPipeline(wrap(s.open(epochs=None, shard=rank, num_shards=world_size)), encoder, 1, seq_len,
                           seed=_stream_seed(seed, s.label), **pipeline_options)
             for s in self.streams]
         self.cursor = ScheduleCursor(self.counts, batching_method, seed, batch_size * world_size, world_size,

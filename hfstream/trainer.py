@@ -274,6 +274,9 @@ def _train(config: Config, d: Any, t: Any, o: OptimConfig, s: Any, ddp: Ranks, r
                 if step % t.logging_steps == 0 or step == t.max_steps or interrupted:
                     record = window.flush(ddp, device, step, lr, tokens_seen)
                     last_loss = record["loss"]
+                    shares = stream_shares(loader)
+                    if shares is not None:
+                        record["stream_shares"] = shares  # this rank's realized mix
                     if ddp.is_main:
                         metrics.write(record)
                         bar.set_postfix_str(f"loss {record['loss']:.3f} | {record['tokens_per_s']:,.0f} tok/s "
@@ -320,7 +323,10 @@ def _train(config: Config, d: Any, t: Any, o: OptimConfig, s: Any, ddp: Ranks, r
             "final_train_loss": last_loss, "final_eval_loss": eval_loss,
             "final_eval_ppl": math.exp(min(eval_loss, 50)) if eval_loss is not None else None,
             "loader": {k: v for k, v in loader.metrics.items() if isinstance(v, (int, float))},
+            "stream_shares": stream_shares(loader),
             "checkpoint": str(output / CHECKPOINT_NAME)}
+        if ddp.is_main and summary["stream_shares"]:
+            say(None, f"realized stream shares (rank 0): {summary['stream_shares']}")
         if ddp.is_main:
             atomic_write_text(output / "summary.json", json.dumps(summary, indent=2) + "\n")
             if t.plot:
@@ -379,6 +385,19 @@ def read_heldout(config: Config) -> list[str]:
     d = config.data
     if not d.eval_docs:
         return []
+    if d.streams:  # a mixture: the head of each stream, eval_docs split evenly between them
+        from hfstream.mixing import sorted_streams
+
+        streams = sorted_streams(d.streams)
+        per_stream = -(-d.eval_docs // len(streams))
+        heads: list[str] = []
+        for stream in streams:
+            source = stream.open(max_samples=per_stream, epochs=1)
+            try:
+                heads += read_head(source, per_stream)
+            finally:
+                source.close()
+        return heads
     with HuggingFaceStreamingCorpus(d.dataset, batch_size=min(d.fetch_batch_size, d.eval_docs),
                                     max_samples=d.eval_docs, **corpus_options(config)) as corpus:
         return read_head(corpus, d.eval_docs)
@@ -422,8 +441,7 @@ def train_tokenizer_now(config: Config, output: Path, heldout: list[str]) -> str
     held = {text_id(x) for x in heldout}
     log.info("no tokenizer given: training a %d-token byte-level BPE on %d documents of %s",
              tc.vocab_size, tc.max_samples, d.dataset)
-    with HuggingFaceStreamingCorpus(d.dataset, batch_size=d.fetch_batch_size,
-                                    **corpus_options(config)) as corpus:  # one pass at most
+    with tokenizer_source(config, len(heldout)) as corpus:  # one pass at most
         tokenizer, report = train_from_corpus(
             corpus, tc.max_samples, tc.vocab_size, min_frequency=tc.min_frequency,
             special_tokens=tc.special_tokens, holdout=heldout, dataset=d.dataset,
@@ -434,16 +452,45 @@ def train_tokenizer_now(config: Config, output: Path, heldout: list[str]) -> str
     return tokenizer.to_str()
 
 
+def tokenizer_source(config: Config, num_heldout: int) -> Any:
+    """The documents a tokenizer is trained on: the dataset, or the mixture mixed by documents
+    (relative weights kept, absolute ones made equal, ``tokenizer.max_samples`` per epoch)."""
+    from hfstream.corpus import HuggingFaceStreamingCorpus
+    from hfstream.mixing import MixedSource
+
+    d = config.data
+    if not d.streams:
+        return HuggingFaceStreamingCorpus(d.dataset, batch_size=d.fetch_batch_size, **corpus_options(config))
+    streams = []
+    for raw in d.streams:
+        stream = {k: v for k, v in raw.items() if k not in ("proportion", "repeat", "choose", "size")}
+        stream["proportion"] = raw.get("proportion") or 1.0
+        streams.append(stream)
+    return MixedSource(streams, epoch_size=config.tokenizer.max_samples + num_heldout, seed=config.train.seed)
+
+
 def make_loader(config: Config, ddp: Ranks, encoder: Any, heldout: list[str], device: torch.device):
     """This rank's StreamingTextDataLoader over shard ``rank`` of ``world_size``, held-out docs excluded."""
     from hfstream.corpus import HuggingFaceStreamingCorpus
     from hfstream.loader import StreamingTextDataLoader
 
     d, t = config.data, config.train
-    corpus = HuggingFaceStreamingCorpus(d.dataset, batch_size=d.fetch_batch_size,
-                                        max_samples=d.max_samples, epochs=d.epochs,
-                                        shard=ddp.rank, num_shards=ddp.world_size,
-                                        **corpus_options(config))
+    if d.streams and d.mix_by == "tokens":  # one pipeline per stream; every row from one stream
+        return StreamingTextDataLoader(
+            d.streams, encoder, t.batch_size, config.model.seq_len, d.shuffle_buffer_size, seed=t.seed,
+            prefetch=d.prefetch, pin_memory=device.type == "cuda", mix_by="tokens", epoch_size=d.epoch_size,
+            batching_method=d.batching_method, shard=ddp.rank, num_shards=ddp.world_size, epochs=d.epochs,
+            wrap_source=lambda source: ExcludingSource(source, heldout))
+    if d.streams:
+        from hfstream.mixing import MixedSource
+
+        corpus: Any = MixedSource(d.streams, epoch_size=d.epoch_size, seed=t.seed, rank=ddp.rank,
+                                  world_size=ddp.world_size, epochs=d.epochs)
+    else:
+        corpus = HuggingFaceStreamingCorpus(d.dataset, batch_size=d.fetch_batch_size,
+                                            max_samples=d.max_samples, epochs=d.epochs,
+                                            shard=ddp.rank, num_shards=ddp.world_size,
+                                            **corpus_options(config))
     source = ExcludingSource(corpus, heldout)
     try:
         return StreamingTextDataLoader(source, encoder, t.batch_size, config.model.seq_len,
@@ -452,6 +499,17 @@ def make_loader(config: Config, ddp: Ranks, encoder: Any, heldout: list[str], de
     except BaseException:
         corpus.close()
         raise
+
+
+def stream_shares(loader: Any) -> dict[str, float] | None:
+    """Realized per-stream shares of a mixture (rows with mix_by=tokens, documents otherwise)."""
+    source = loader.source
+    if hasattr(source, "shares"):
+        return source.shares()
+    inner = getattr(source, "corpus", None)
+    if inner is not None and hasattr(inner, "proportions"):
+        return {label: round(share, 4) for label, share in inner.proportions().items()}
+    return None
 
 
 def describe_run(config, ddp, model_config, model, encoder, tokens_per_step, num_heldout,
@@ -466,7 +524,9 @@ def describe_run(config, ddp, model_config, model, encoder, tokens_per_step, num
         "global_batch": {"sequences_per_rank": t.batch_size, "seq_len": model_config.seq_len,
                          "gradient_accumulation_steps": t.gradient_accumulation_steps,
                          "ranks": ddp.world_size, "tokens_per_step": tokens_per_step},
-        "data_order": {"dataset": d.dataset, "shards": ddp.world_size, "shard_by": d.shard_by,
+        "data_order": {"dataset": d.dataset if not d.streams else "mixture", "streams": d.streams,
+                       "mix_by": d.mix_by, "epoch_size": d.epoch_size, "batching_method": d.batching_method,
+                       "shards": ddp.world_size, "shard_by": d.shard_by,
                        "file_order_seed": t.seed if d.shuffle_files else None, "epochs": d.epochs,
                        "shuffle_buffer_size": d.shuffle_buffer_size,
                        "shuffle_seeds": [t.seed + r for r in range(ddp.world_size)],
@@ -481,11 +541,19 @@ def describe_run(config, ddp, model_config, model, encoder, tokens_per_step, num
         f"global batch: {t.batch_size} sequences x {model_config.seq_len} tokens x "
         f"{t.gradient_accumulation_steps} accumulation x {ddp.world_size} rank(s) = "
         f"{tokens_per_step:,} tokens/step; {t.max_steps:,} steps = {t.max_steps * tokens_per_step:,} tokens",
-        f"data order: rank r streams shard r/{ddp.world_size} of {d.dataset} (shard_by={d.shard_by}, "
+        f"data order: rank r streams shard r/{ddp.world_size} of "
+        f"{d.dataset if not d.streams else _describe_mixture(d)} (shard_by={d.shard_by}, "
         f"{epochs}, {files}), shuffled in a {d.shuffle_buffer_size:,}-document "
         f"buffer seeded {t.seed}+r; the first {num_heldout:,} documents are held out for evaluation",
     ]
     return info
+
+
+def _describe_mixture(d: Any) -> str:
+    weights = ", ".join(f"{st.get('label', st['dataset'])}"
+                        + "".join(f" {k}={st[k]}" for k in ("proportion", "repeat", "choose") if k in st)
+                        for st in d.streams)
+    return f"a mixture by {d.mix_by} ({weights}; epoch_size={d.epoch_size}, {d.batching_method} batches)"
 
 
 # -- the loop's helpers -----------------------------------------------------------------------

@@ -352,3 +352,49 @@ def test_the_readme_main_job_config_runs(tmp_path, capsys):
     out = capsys.readouterr()
     assert "training a 1024-token byte-level BPE" in out.err and "done: 3 steps" in out.out
     assert (tmp_path / "tiny" / "tokenizer_report.json").is_file()
+
+
+MIXED = """
+data:
+  streams:
+    - {{dataset: {web}, proportion: 0.25, label: web}}
+    - {{dataset: {code}, proportion: 0.75, label: code}}
+  mix_by: {mix_by}
+  epoch_size: {epoch_size}
+  batching_method: {method}
+  eval_docs: 6
+  shuffle_buffer_size: 20
+tokenizer: {{path: {tokenizer_path}}}
+model: {{n_layer: 1, n_head: 2, n_embd: 32, seq_len: 31}}
+optim: {{learning_rate: 1.0e-2, warmup_steps: 2}}
+train: {{output_dir: {output}, max_steps: 6, batch_size: 8, logging_steps: 2, eval_steps: 0, save_steps: 0}}
+sample: {{prompts: ["web"], sample_steps: 0, max_new_tokens: 4}}
+"""
+
+
+@pytest.mark.parametrize("mix_by,epoch_size,method", [("samples", "null", "random"),
+                                                      ("tokens", "'64k'", "stratified")])
+def test_a_streams_mixture_in_the_yaml_trains_and_reports_realized_shares(tmp_path, tokenizer_path, mix_by,
+                                                                          epoch_size, method, capsys):
+    paths = {name: write_jsonl(tmp_path / f"{name}.jsonl",
+                               [{"text": t} for t in make_texts(80, seed=k, prefix=name)])
+             for k, name in enumerate(("web", "code"))}
+    config = tmp_path / "mixed.yaml"
+    config.write_text(MIXED.format(web=paths["web"], code=paths["code"], mix_by=mix_by, epoch_size=epoch_size,
+                                   method=method, tokenizer_path=tokenizer_path, output=tmp_path / "out"))
+    assert main(["--config", str(config), "-q"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    shares = summary["stream_shares"]
+    assert set(shares) == {"web", "code"} and abs(shares["web"] - 0.25) < 0.15
+    if method == "stratified":
+        assert shares == {"code": 0.75, "web": 0.25}       # every batch of 8 rows: 2 web, 6 code
+    assert all("stream_shares" in r for r in read_metrics(tmp_path / "out" / "metrics.jsonl") if "loss" in r)
+    assert "realized stream shares" in capsys.readouterr().err
+
+
+def test_a_bad_stream_in_the_yaml_names_it(tmp_path, tokenizer_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text(MIXED.format(web="a.jsonl", code="b.jsonl", mix_by="samples", epoch_size="null",
+                                   method="random", tokenizer_path=tokenizer_path, output=tmp_path / "o")
+                      .replace("proportion: 0.75", "repeat: 2"))
+    assert main(["--config", str(config), "-q"]) == 2
