@@ -237,13 +237,23 @@ class StreamingTextDataLoader:
         self._t_last = time.perf_counter()
         return batch
 
-    def _next_from_workers(self, t0: float) -> Batch:
+    def start(self) -> None:
+        """Start preparing batches now, so that the first ``next()`` finds them ready."""
+        if self.num_workers:
+            self._start_workers()
+        elif self._thread is None:
+            self._start()
+
+    def _start_workers(self) -> None:
         if self._dl_iter is None:
             from torch.utils.data import DataLoader
 
             self._dl_iter = iter(DataLoader(self._dataset, batch_size=None, num_workers=self.num_workers,
                                             prefetch_factor=self.prefetch, pin_memory=self.pin_memory,
                                             multiprocessing_context=self._mp_context))
+
+    def _next_from_workers(self, t0: float) -> Batch:
+        self._start_workers()
         while True:
             item = next(self._dl_iter)  # StopIteration when every worker's shard is done
             if self._tracker.consume(item):

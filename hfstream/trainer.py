@@ -170,6 +170,7 @@ def _train(config: Config, d: Any, t: Any, o: OptimConfig, s: Any, ddp: Ranks, r
     try:
         if ckpt is not None:
             loader.load_state_dict(ckpt["ranks"][ddp.rank]["loader"])
+        loader.start()  # batches are prepared while the run sets up and evaluates step 0
         tokens_per_step = t.batch_size * model_config.seq_len * t.gradient_accumulation_steps * ddp.world_size
         run_info = describe_run(config, ddp, model_config, raw_model, encoder, tokens_per_step,
                                 len(heldout), device, dtype)
