@@ -80,7 +80,7 @@ class StreamingTextDataLoader:
         shuffle_warmup: documents buffered before the first leaves (default ``min(1000,
             shuffle_buffer_size)``); the buffer then grows to full size at half the input rate.
         shuffle_buffer_bytes: memory budget of the shuffle buffer.
-        prefetch: batches kept ready ahead of the consumer.
+        prefetch: batches kept ready ahead of the consumer (refilled from half-empty in one go).
         pin_memory: put batches in pinned memory (for fast host-to-GPU copies).
         device: move each batch there (non-blocking) before yielding it.
         backend: tokenizer backend, ``auto`` | ``tokenizers`` | ``tiktoken``.
@@ -111,7 +111,7 @@ class StreamingTextDataLoader:
 
     def __init__(self, source: Any, tokenizer: Any, batch_size: int, seq_len: int,
                  shuffle_buffer_size: int = 10_000, seed: int = 0, *,
-                 shuffle_buffer_bytes: int = 256 << 20, prefetch: int = 4, pin_memory: bool = False,
+                 shuffle_buffer_bytes: int = 256 << 20, prefetch: int = 8, pin_memory: bool = False,
                  device: Any = None, backend: str = "auto", eos_token: str | None = None,
                  with_positions: bool = False, shuffle_warmup: int | None = None, num_workers: int = 0,
                  state_every: int = 256, multiprocessing_context: str | None = None,
@@ -203,6 +203,8 @@ class StreamingTextDataLoader:
                                           shuffle_warmup)
         self._ready: collections.deque = collections.deque()
         self._cond = threading.Condition()
+        self._low_water = prefetch // 2       # the producer refills once the queue is this low
+        self._consumer_waiting = False
         self._work = threading.Lock()      # held by the producer while it advances the pipeline
         self._thread: threading.Thread | None = None
         self._stop = False
@@ -222,11 +224,14 @@ class StreamingTextDataLoader:
             self._start()
         with self._cond:
             while not self._ready:
+                self._consumer_waiting = True
                 self._cond.wait()
+                self._consumer_waiting = False
             item = self._ready[0]
             if item is not _END and not isinstance(item, BaseException):
                 self._ready.popleft()
-                self._cond.notify_all()
+                if len(self._ready) <= self._low_water:  # wake the producer only to refill
+                    self._cond.notify_all()
         self._wait_s += time.perf_counter() - t0
         if item is _END:
             raise StopIteration
@@ -271,11 +276,14 @@ class StreamingTextDataLoader:
         self._thread.start()
 
     def _produce(self) -> None:
+        # Hysteresis: once the queue is full, wait until it is down to the low-water mark and
+        # then refill it in one go, instead of waking up (and trading the GIL) for every batch.
         try:
             while True:
                 with self._cond:
-                    while len(self._ready) >= self.prefetch and not self._stop:
-                        self._cond.wait()
+                    if len(self._ready) >= self.prefetch:
+                        while len(self._ready) > self._low_water and not self._stop:
+                            self._cond.wait()
                 if self._stop:
                     return
                 with self._work:
@@ -286,7 +294,8 @@ class StreamingTextDataLoader:
                                                                   *_ids(out))
                     with self._cond:
                         self._ready.append(item)
-                        self._cond.notify_all()
+                        if self._consumer_waiting or item is _END:
+                            self._cond.notify_all()
                 if item is _END:
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, with its context

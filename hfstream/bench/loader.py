@@ -30,6 +30,7 @@ from typing import Any
 from hfstream.bench import default_dataset, print_table
 
 PIPELINES = ("hfstream", "hf_pipeline", "tokenizers", "tiktoken")
+CHILD_RUNS = PIPELINES + ("state",)
 
 
 def _texts(dataset: str) -> list[str]:
@@ -47,7 +48,10 @@ def _peak_rss_mb() -> float:
 
 def run_hfstream(args: argparse.Namespace) -> dict[str, Any]:
     from hfstream.loader import StreamingTextDataLoader
+    from hfstream.tokenization import TextEncoder
 
+    TextEncoder(args.tokenizer)  # the floor: torch + tokenizers + tiktoken loaded, no loader yet
+    floor_mb = _peak_rss_mb()
     t0 = time.perf_counter()
     first, batches = None, 0
     with StreamingTextDataLoader(args.dataset, args.tokenizer, args.batch_size, args.seq_len,
@@ -58,10 +62,15 @@ def run_hfstream(args: argparse.Namespace) -> dict[str, Any]:
                 first = time.perf_counter() - t0
         backend, metrics = loader.encoder.backend, loader.metrics
     seconds = time.perf_counter() - t0
-    state = state_figures(args)
-    return {"tokens": batches * args.batch_size * args.seq_len, "seconds": seconds, "first_batch_s": first,
-            "note": f"backend={backend}, buffer 10k docs, data-wait {metrics['data_wait_frac']:.0%}",
-            **state}
+    tokens = batches * args.batch_size * args.seq_len
+    steady = (tokens - args.batch_size * args.seq_len) / (seconds - first) if first else None
+    return {"tokens": tokens, "seconds": seconds, "first_batch_s": first, "floor_rss_mb": floor_mb,
+            "steady_tokens_per_s": steady,
+            "note": f"backend={backend}, buffer 10k docs, data-wait {metrics['data_wait_frac']:.0%}"}
+
+
+def run_state(args: argparse.Namespace) -> dict[str, Any]:
+    return state_figures(args)
 
 
 def state_figures(args: argparse.Namespace, after: int = 200) -> dict[str, Any]:
@@ -149,7 +158,7 @@ def run_tiktoken(args: argparse.Namespace) -> dict[str, Any]:
 
 
 RUNNERS = {"hfstream": run_hfstream, "hf_pipeline": run_hf_pipeline, "tokenizers": run_tokenizers,
-           "tiktoken": run_tiktoken}
+           "tiktoken": run_tiktoken, "state": run_state}
 
 
 def ensure_tokenizer(dataset: str, vocab_size: int) -> str:
@@ -186,13 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default=None)
     p.add_argument("--tokenizer", default=None, help="tokenizer.json (default: train a 32k BPE from the data)")
     p.add_argument("--vocab-size", type=int, default=32_000)
-    p.add_argument("--epochs", type=int, default=3, help="passes for hfstream and bare tiktoken")
+    p.add_argument("--epochs", type=int, default=10, help="passes for hfstream and bare tiktoken")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--hf-max-tokens", type=int, default=2_000_000, help="cap the slow HF pipeline (0: none)")
     p.add_argument("--only", nargs="+", choices=PIPELINES, default=list(PIPELINES))
     p.add_argument("--json", action="store_true")
-    p.add_argument("--one", choices=PIPELINES, help=argparse.SUPPRESS)
+    p.add_argument("--one", choices=CHILD_RUNS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.dataset = args.dataset or default_dataset()
     if args.one:
@@ -204,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     results = {name: _child(name, args) for name in args.only}
     for r in results.values():
         r["tokens_per_s"] = r["tokens"] / r["seconds"]
+    state = _child("state", args) if "hfstream" in results else {}
     if args.json:
-        print(json.dumps({"dataset": args.dataset, "tokenizer": args.tokenizer, "results": results}, indent=2))
+        print(json.dumps({"dataset": args.dataset, "tokenizer": args.tokenizer, "results": results,
+                          "state": state}, indent=2))
         return 0
     ref = results.get("tiktoken", {}).get("tokens_per_s")
     hf = results.get("hf_pipeline", {}).get("tokens_per_s")
@@ -219,10 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dataset: {args.dataset}\ntokenizer: {args.tokenizer}\nB={args.batch_size}, T={args.seq_len}, "
           f"{os.cpu_count()} CPUs")
     ours = results.get("hfstream", {})
-    if "state_mb" in ours:
-        print_table("hfstream state (after 200 batches)", ["what", "value"], [
-            ["state_dict size (pickled)", f"{ours['state_mb']} MB ({ours['buffer_docs_in_state']} docs in the buffer)"],
-            ["restore: new loader + load_state_dict + next batch", f"{ours['restore_s']} s"]])
+    if ours:
+        steady = ours["steady_tokens_per_s"]
+        print_table("hfstream details", ["what", "value"], [
+            ["steady M tok/s (after the first batch)",
+             f"{steady / 1e6:.3f}" + (f" ({steady / ref:.2f}x tiktoken)" if ref else "")],
+            ["RSS floor: torch + tokenizer loaded, no loader", f"{ours['floor_rss_mb']:,.0f} MB"],
+            ["state_dict size after 200 batches (pickled)",
+             f"{state['state_mb']} MB ({state['buffer_docs_in_state']} docs in the buffer)"],
+            ["restore: new loader + load_state_dict + next batch", f"{state['restore_s']} s"]])
     print_table("tokens/s, side by side (peak RSS includes each run's child processes)",
                 ["pipeline", "tokens", "seconds", "M tok/s", "vs tiktoken", "vs HF", "first batch s",
                  "peak RSS MB", "note"], rows)
