@@ -180,7 +180,7 @@ def train_from_corpus(corpus: Any, max_samples: int | None, vocab_size: int, *, 
     return tokenizer, report
 
 
-def train_tokenizer_from_stream(dataset: str, max_samples: int | None, vocab_size: int,
+def train_tokenizer_from_stream(dataset: Any, max_samples: int | None, vocab_size: int,
                                 output_dir: str | Path, *, min_frequency: int = 2,
                                 special_tokens: Sequence[str] = DEFAULT_SPECIAL_TOKENS,
                                 holdout_samples: int | None = None, progress: bool = True,
@@ -191,7 +191,9 @@ def train_tokenizer_from_stream(dataset: str, max_samples: int | None, vocab_siz
     Documents equal to a held-out one are skipped, not counted, so exactly ``max_samples``
     documents are trained on when the stream has them.
 
-    ``corpus_options`` go to :class:`hfstream.corpus.HuggingFaceStreamingCorpus` (``split``,
+    ``dataset`` is a dataset name or a ready-made source (e.g. a ``MixedSource``, with
+    ``stream()`` and ``stream_batches()``). ``corpus_options`` go to
+    :class:`hfstream.corpus.HuggingFaceStreamingCorpus` for a name (``split``,
     ``name``, ``data_files``, ``text_column``, ...). Arguments, source and output directory are
     checked before anything is read, and files are written atomically: a failed run leaves
     nothing behind.
@@ -207,13 +209,14 @@ def train_tokenizer_from_stream(dataset: str, max_samples: int | None, vocab_siz
         raise ConfigError(f"holdout_samples={holdout_samples} must be >= 0", "0 skips the measurement")
     corpus_options["max_samples"] = None  # the feed stops after max_samples trained documents
     # The corpus first: a bad path or option fails before the output directory is created.
-    with HuggingFaceStreamingCorpus(dataset, **corpus_options) as corpus, \
-            prepared_output_dir(output_dir) as output:
+    source = HuggingFaceStreamingCorpus(dataset, **corpus_options) if isinstance(dataset, str) else dataset
+    label = dataset if isinstance(dataset, str) else type(dataset).__name__
+    with source as corpus, prepared_output_dir(output_dir) as output:
         holdout = read_head(corpus, holdout_samples)
         held = {text_id(t) for t in holdout}
         tokenizer, report = train_from_corpus(
             corpus, max_samples, vocab_size, min_frequency=min_frequency,
-            special_tokens=special_tokens, holdout=holdout, progress=progress, dataset=dataset,
+            special_tokens=special_tokens, holdout=holdout, progress=progress, dataset=label,
             skip=(lambda t: text_id(t) in held) if held else None)
         save_tokenizer(tokenizer, output, report)
     return report

@@ -140,3 +140,19 @@ def test_console_script_runs(docs, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "trained a 500-token byte-level BPE on 80 documents" in proc.stdout
     assert (out / "tokenizer.json").is_file()
+
+
+def test_cli_trains_from_a_mixture_file(tmp_path):
+    from conftest import make_texts, write_jsonl
+    from hfstream.cli.train_tokenizer import main as tok_main
+
+    a = write_jsonl(tmp_path / "a.jsonl", [{"text": t} for t in make_texts(120, seed=1, prefix="alpha")])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"text": t} for t in make_texts(120, seed=2, prefix="beta")])
+    mix = tmp_path / "mix.yaml"
+    mix.write_text(f"streams:\n  - {{dataset: {a}, proportion: 1}}\n  - {{dataset: {b}, proportion: 3}}\n"
+                   "epoch_size: 200\n")
+    out = tmp_path / "tok"
+    assert tok_main(["--streams", str(mix), "--vocab-size", "300", "--max-samples", "150", "--output",
+                     str(out), "-q", "--json"]) == 0
+    report = json.loads((out / "tokenizer_report.json").read_text())
+    assert report["documents"] == 150 and (out / "tokenizer.json").exists()

@@ -19,8 +19,8 @@ import logging
 import sys
 from dataclasses import asdict
 
-from hfstream.cli.options import add_source_args, source_options
-from hfstream.errors import HfStreamError
+from hfstream.cli.options import add_mixture_args, add_source_args, open_source, source_options
+from hfstream.errors import ConfigError, HfStreamError
 from hfstream.tokenizer_trainer import DEFAULT_SPECIAL_TOKENS
 
 
@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    add_source_args(parser)
+    add_source_args(parser, dataset_required=False)
+    add_mixture_args(parser)
     g = parser.add_argument_group("tokenizer")
     g.add_argument("--vocab-size", type=int, required=True,
                    help="vocabulary size, special tokens and the 256 byte symbols included")
@@ -57,11 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     options = source_options(args)
     max_samples = options.pop("max_samples")
     try:
+        source = open_source(args) if args.streams else args.dataset  # a mixture, or a dataset name
+        if source is None:
+            raise ConfigError("no data given", "pass --dataset DATASET (or --streams mixture.yaml)")
+        if args.streams:
+            options = {}
         report = train_tokenizer_from_stream(
-            args.dataset, max_samples, args.vocab_size, args.output,
+            source, max_samples, args.vocab_size, args.output,
             min_frequency=args.min_frequency, special_tokens=args.special_tokens,
             holdout_samples=args.holdout_samples, progress=not args.quiet,
-            batch_size=args.batch_size, **options)
+            **({"batch_size": args.batch_size, **options} if not args.streams else {}))
     except HfStreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
