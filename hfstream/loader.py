@@ -337,14 +337,14 @@ class StreamingTextDataLoader:
         """
         if self.num_workers:
             return {"version": STATE_VERSION, "fingerprint": self.fingerprint(),
-                    "workers": self._tracker.state_dict(), "batches": self._batches}
+                    "workers": self._tracker.state_dict(), "batches": self._batches_before + self._batches}
         with self._work, self._cond:
             queued = [item for item in self._ready if isinstance(item, Batch)]
             ended = any(item is _END for item in self._ready)
             return {"version": STATE_VERSION, "fingerprint": self.fingerprint(),
                     "pipeline": self.pipeline.state_dict(),
                     "queued": [b.source_rows for b in queued], "ended": ended,
-                    "batches": self._batches}
+                    "batches": self._batches_before + self._batches}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue exactly where ``state`` was saved.
@@ -363,7 +363,7 @@ class StreamingTextDataLoader:
                              "restore into a loader with the same dataset, tokenizer, batch_size, "
                              "seq_len, seed and shuffle_buffer_size")
         self._halt()
-        self._batches = state.get("batches", 0)
+        self._batches_before = state.get("batches", 0)  # metrics count this process's batches only
         if self.num_workers:
             self._tracker.load_state_dict(state["workers"], self._dataset)
             return
@@ -380,16 +380,16 @@ class StreamingTextDataLoader:
     # -- metrics --------------------------------------------------------------------------
     def _reset_metrics(self) -> None:
         self._batches = 0
+        self._batches_before = 0  # batches of earlier runs, from a restored state
         self._wait_s = 0.0
         self._t_first: float | None = None
         self._t_last: float | None = None
-        self._batches_at_start = 0
 
     @property
     def metrics(self) -> dict[str, Any]:
         """Throughput and health, measured from the first ``next()``."""
         elapsed = (self._t_last or 0.0) - (self._t_first or 0.0)
-        batches = self._batches - self._batches_at_start
+        batches = self._batches
         tokens = batches * self.batch_size * self.seq_len
         workers = self.num_workers
         docs = sum(self._tracker.docs.values()) if workers else self.pipeline.num_docs
@@ -418,12 +418,6 @@ class StreamingTextDataLoader:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    def __del__(self) -> None:  # best effort; close() is the real API
-        try:
-            self._stop = True
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def _split(out: Any) -> tuple[np.ndarray, np.ndarray | None]:

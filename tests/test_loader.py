@@ -277,3 +277,17 @@ def test_workers_resume_exactly_after_three_restores(parts_dir, tokenizer_path):
             got += take(loader, n)
             state = loader.state_dict()
     assert len(got) == 60 and all(torch.equal(a, b) for a, b in zip(got, straight))
+
+
+def test_metrics_after_a_restore_count_this_process_only(docs_file, tokenizer_path):
+    path, _ = docs_file
+    with StreamingTextDataLoader(str(path), tokenizer_path, B, T) as loader:
+        for _, _b in zip(range(10), loader):
+            pass
+        state = loader.state_dict()
+    assert state["batches"] == 10
+    with StreamingTextDataLoader(str(path), tokenizer_path, B, T) as loader:
+        loader.load_state_dict(state)
+        for _, _b in zip(range(3), loader):
+            pass
+        assert loader.metrics["batches"] == 3 and loader.state_dict()["batches"] == 13
