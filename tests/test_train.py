@@ -282,7 +282,7 @@ def test_print_config_shows_flags_and_run_clm_names(make_config, capsys):
                  "--dataset_config_name", "sample-10BT", "--per_device_train_batch_size", "7",
                  "--gradient_accumulation_steps", "3", "--learning_rate", "1e-4", "--output_dir", "r",
                  "--logging_steps", "5", "--save_steps", "9", "--max_steps", "11", "--max-samples", "50",
-                 "--epochs", "0", "model.n_layer=3"]) == 0
+                 "--epochs", "0", "--batch-size", "1000", "model.n_layer=3"]) == 0
     import yaml
 
     c = yaml.safe_load(capsys.readouterr().out)
@@ -291,6 +291,7 @@ def test_print_config_shows_flags_and_run_clm_names(make_config, capsys):
     assert c["optim"]["learning_rate"] == 1e-4 and c["train"]["output_dir"] == "r"
     assert (c["train"]["logging_steps"], c["train"]["save_steps"], c["train"]["max_steps"]) == (5, 9, 11)
     assert c["data"]["max_samples"] == 50 and c["data"]["epochs"] is None
+    assert c["data"]["fetch_batch_size"] == 1000   # the seed's --batch-size: documents per worker batch
     assert c["model"]["n_layer"] == 3 and c["data"]["eval_docs"] == 12   # the file's other values stand
 
 

@@ -30,7 +30,8 @@ from hfstream.errors import ConfigError, HfStreamError
 # flag dest -> config key. Seed flags (--batch-size, --output, ...) and run_clm names both.
 FLAG_KEYS = {
     "tokenizer": "tokenizer.path",
-    "batch_size": "train.batch_size",
+    "batch_size": "data.fetch_batch_size",
+    "per_device_train_batch_size": "train.batch_size",
     "output": "train.output_dir",
     "max_steps": "train.max_steps",
     "logging_steps": "train.logging_steps",
@@ -73,8 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("training (each sets a config key; run_clm names accepted)")
     g.add_argument("--tokenizer", default=s, help="tokenizer.json or its directory "
                    "[tokenizer.path]; none: train one from the stream first")
-    g.add_argument("--batch-size", "--per_device_train_batch_size", dest="batch_size", type=int,
-                   default=s, help="sequences per device per micro-step [train.batch_size]")
+    g.add_argument("--per_device_train_batch_size", "--per-device-train-batch-size",
+                   dest="per_device_train_batch_size", type=int, default=s,
+                   help="sequences per device per micro-step [train.batch_size]")
+    g.add_argument("--batch-size", dest="batch_size", type=int, default=s,
+                   help="documents per worker batch, as in the seed design's --batch-size 1000 "
+                        "[data.fetch_batch_size]; the training batch is --per_device_train_batch_size")
     g.add_argument("--output", "--output_dir", "--output-dir", dest="output", default=s,
                    help="run directory [train.output_dir]")
     g.add_argument("--max_steps", "--max-steps", type=int, default=s, help="[train.max_steps]")
