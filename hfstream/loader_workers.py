@@ -10,19 +10,13 @@ rotates the workers' roles so that torch's round-robin continues with the right 
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Iterator
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from hfstream.errors import StateError
-from hfstream.pipeline import TokenPipeline
-
-
-def worker_seed(seed: int, worker: int) -> int:
-    """The shuffle seed of logical worker ``worker``: derived from (seed, worker), stable everywhere."""
-    return int.from_bytes(hashlib.sha256(f"hfstream:{seed}:{worker}".encode()).digest()[:8], "little")
+from hfstream.pipeline import TokenPipeline, derive_seed
 
 
 class StreamingTextDataset(IterableDataset):
@@ -58,7 +52,7 @@ class StreamingTextDataset(IterableDataset):
                                             num_shards=base_num * num_workers, **options)
         return TokenPipeline(corpus, self.tokenizer, self.batch_size, self.seq_len,
                              self.shuffle_buffer_size, self.shuffle_buffer_bytes,
-                             worker_seed(self.seed, logical), self.with_positions, self.shuffle_warmup)
+                             derive_seed(self.seed, logical), self.with_positions, self.shuffle_warmup)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()

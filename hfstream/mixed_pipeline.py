@@ -17,7 +17,7 @@ import numpy as np
 
 from hfstream.errors import StateError
 from hfstream.mixing import ScheduleCursor, Stream, epoch_counts, parse_count, sorted_streams
-from hfstream.pipeline import TokenPipeline
+from hfstream.pipeline import TokenPipeline, derive_seed
 
 log = logging.getLogger("hfstream.mixing")
 STATE_VERSION = 1
@@ -55,7 +55,7 @@ class RowMixer:
         wrap = wrap_source or (lambda source: source)
         self.pipelines = [
             TokenPipeline(wrap(s.open(epochs=None, shard=rank, num_shards=world_size)), encoder, 1, seq_len,
-                          seed=_stream_seed(seed, s.label), **pipeline_options)
+                          seed=derive_seed(seed, s.label), **pipeline_options)
             for s in self.streams]
         self.cursor = ScheduleCursor(self.counts, batching_method, seed, batch_size * world_size, world_size,
                                      rank, epochs, on_epoch_end=self._log_epoch)
@@ -126,7 +126,3 @@ class RowMixer:
     def close(self) -> None:
         for p in self.pipelines:
             getattr(p.source, "close", lambda: None)()
-
-
-def _stream_seed(seed: int, label: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"hfstream:{seed}:{label}".encode()).digest()[:8], "little")

@@ -8,6 +8,7 @@ passed in, so ``tokenizers`` stays in ``hfstream.tokenization``).
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Iterable, Iterator, Protocol
 
 import numpy as np
@@ -19,6 +20,11 @@ from hfstream.shuffle import ShuffleBuffer
 STATE_VERSION = 1
 PIECE_CHARS = 1 << 20         # a document longer than this is tokenized in pieces
 ARRAY_OVERHEAD = 112          # bytes of a numpy array object besides its data (for the budget)
+
+
+def derive_seed(seed: int, key: object) -> int:
+    """A 64-bit seed derived from (seed, key), the same on every machine (for workers, streams)."""
+    return int.from_bytes(hashlib.sha256(f"hfstream:{seed}:{key}".encode()).digest()[:8], "little")
 
 
 class TextSource(Protocol):

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 from hfstream.errors import DataFormatError, DatasetNotFoundError, OfflineError
 from hfstream.source import SourceSpec
-from hfstream.worker.rows import Chunks, epoch_file_order, shard_mode, _every_nth
+from hfstream.worker.rows import Chunks, _every_nth, epoch_file_order, shard_mode, skip_rows
 
 _ITER_BATCH = 512
 
@@ -22,9 +22,9 @@ def local_rows(files: list[str], fmt: str, spec: SourceSpec, epoch: int, start: 
     """This shard's chunks of local ``files`` in ``epoch`` from shard row ``start``, via datasets."""
     order = epoch_file_order(files, spec.seed, epoch)
     if shard_mode(spec, len(order)) == "files":
-        return _skip_rows(_load_local(order[spec.shard::spec.num_shards], fmt, spec), start)
+        return skip_rows(_load_local(order[spec.shard::spec.num_shards], fmt, spec), start)
     global_start = start * spec.num_shards + spec.shard
-    return _every_nth(_skip_rows(_load_local(order, fmt, spec), global_start), spec.num_shards)
+    return _every_nth(skip_rows(_load_local(order, fmt, spec), global_start), spec.num_shards)
 
 
 def _load_local(files: list[str], fmt: str, spec: SourceSpec) -> Chunks:
@@ -84,9 +84,9 @@ def hub_rows(spec: SourceSpec, epoch: int, start: int) -> Chunks:
         ds.set_epoch(epoch)
     if shard_mode(spec, ds.num_shards) == "files":
         ds = ds.shard(num_shards=spec.num_shards, index=spec.shard, contiguous=False)
-        return _skip_rows(_column_chunks(ds, spec.text_column, spec.dataset), start)
+        return skip_rows(_column_chunks(ds, spec.text_column, spec.dataset), start)
     global_start = start * spec.num_shards + spec.shard
-    chunks = _skip_rows(_column_chunks(ds, spec.text_column, spec.dataset), global_start)
+    chunks = skip_rows(_column_chunks(ds, spec.text_column, spec.dataset), global_start)
     return _every_nth(chunks, spec.num_shards)
 
 
@@ -103,15 +103,6 @@ def _column_chunks(ds: Any, column: str, where: str) -> Chunks:
                                   f"{', '.join(map(repr, batch))}",
                                   "pass text_column=NAME (--text-column NAME)")
         yield batch[column]
-
-
-def _skip_rows(chunks: Chunks, skip: int) -> Chunks:
-    for chunk in chunks:
-        if skip >= len(chunk):
-            skip -= len(chunk)
-            continue
-        yield chunk[skip:] if skip else chunk
-        skip = 0
 
 
 def check_hub_reachable(dataset: str, timeout: float = 3.0) -> None:

@@ -174,14 +174,10 @@ def make_opener(spec: SourceSpec, resolved: Resolved) -> tuple[str, Opener]:
                                 "use reader='auto' or 'datasets' for this format")
         if fast_reader is not None and spec.reader != "datasets":
             return "fast", lambda e, r: local_shard_rows(resolved.files, spec, e, r, fast_reader)
-        from hfstream.worker import hf
-
-        return "datasets", lambda e, r: hf.local_rows(resolved.files, resolved.format, spec, e, r)
     from hfstream.worker import hf
 
-    if resolved.kind == "remote":  # URLs: datasets/fsspec read them, with our retries around
+    if resolved.kind in ("local", "remote"):  # files or URLs, read by datasets/fsspec
         return "datasets", lambda e, r: hf.local_rows(resolved.files, resolved.format, spec, e, r)
-
     return "datasets", lambda e, r: hf.hub_rows(spec, e, r)
 
 

@@ -52,7 +52,7 @@ def local_shard_rows(files: list[str], spec: SourceSpec, epoch: int, start: int,
     order = epoch_file_order(files, spec.seed, epoch)
     if shard_mode(spec, len(order)) == "files":
         mine = order[spec.shard::spec.num_shards]
-        return _skip(_concat(mine, spec, start, reader), 0)
+        return _concat(mine, spec, start, reader)
     # Row sharding: shard row r is global row r * n + shard.
     global_start = start * spec.num_shards + spec.shard
     return _every_nth(_concat(order, spec, global_start, reader), spec.num_shards)
@@ -72,7 +72,8 @@ def _concat(files: list[str], spec: SourceSpec, skip: int, reader: FileReader) -
             yield chunk
 
 
-def _skip(chunks: Chunks, skip: int) -> Chunks:
+def skip_rows(chunks: Chunks, skip: int) -> Chunks:
+    """The chunks with their first ``skip`` rows dropped."""
     for chunk in chunks:
         if skip >= len(chunk):
             skip -= len(chunk)
