@@ -8,11 +8,13 @@ passed in, so ``tokenizers`` stays in ``hfstream.tokenization``).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 from typing import Any, Iterable, Iterator, Protocol
 
 import numpy as np
 
+from hfstream.encode_jobs import EncodeJob
 from hfstream.errors import ConfigError, StateError
 from hfstream.packing import TokenPacker
 from hfstream.shuffle import ShuffleBuffer
@@ -20,6 +22,7 @@ from hfstream.shuffle import ShuffleBuffer
 STATE_VERSION = 1
 PIECE_CHARS = 1 << 20         # a document longer than this is tokenized in pieces
 ARRAY_OVERHEAD = 112          # bytes of a numpy array object besides its data (for the budget)
+LOOKAHEAD = 2                 # batches of texts handed to the tokenizer threads ahead of packing
 
 
 def derive_seed(seed: int, key: object) -> int:
@@ -86,11 +89,16 @@ class TokenPipeline:
 
     Tokenizing before shuffling lets reading and tokenizing overlap from the first document,
     and makes the buffer's byte budget exact: it holds token arrays (4 bytes per token).
+    While one batch of texts is packed, the next :data:`LOOKAHEAD` - 1 are being tokenized
+    (``encoder.submit``), so the tokenizer threads never wait for the packer. Those texts are
+    not part of the state: it holds the source position before them, and a restore reads
+    them again.
 
     Args:
         source: a TextSource (e.g. HuggingFaceStreamingCorpus or IterableSource).
         encoder: an object with ``encode_batch(texts) -> list[np.ndarray]`` and ``eos_id``
-            (``hfstream.tokenization.TextEncoder``).
+            (``hfstream.tokenization.TextEncoder``); its ``submit(texts)``, if it has one,
+            tokenizes ahead in the background.
         batch_size: rows per batch (B).
         seq_len: tokens per input row (T); rows hold T+1 tokens.
         shuffle_buffer_size: documents held for shuffling; 0 or 1 disables shuffling.
@@ -116,7 +124,9 @@ class TokenPipeline:
         self.buffer = ShuffleBuffer(capacity, shuffle_buffer_bytes, seed, warmup=warmup)
         self._shuffle = shuffle_buffer_size > 1
         self._batches: Iterator[list[str]] | None = None
-        self._exhausted = False
+        self._inflight: collections.deque[tuple[dict[str, Any], int, EncodeJob]] = collections.deque()
+        self._source_done = False              # the source has no more texts (some may be in flight)
+        self._exhausted = False                # ... and they are all packed
         self.num_docs = 0                      # documents tokenized
 
     def next_batch(self) -> np.ndarray | tuple[np.ndarray, np.ndarray] | None:
@@ -131,20 +141,33 @@ class TokenPipeline:
     def _read_more(self) -> None:
         if self._batches is None:
             self._batches = self.source.stream_batches()
-        texts = next(self._batches, None)
-        if texts is None:
-            self._exhausted = True
-            self.packer.add_many(self.buffer.drain())
+        inflight = self._inflight
+        while not self._source_done and len(inflight) < LOOKAHEAD:
+            before = self.source.state_dict()  # the position a restore goes back to
+            texts = next(self._batches, None)
+            if texts is None:
+                self._source_done = True
+            else:
+                inflight.append((before, len(texts), self._submit(texts)))
+        if not inflight:
+            # The source is done: empty the buffer, in its random order, one batch at a time
+            # (all at once would grow the packer by the whole buffer: 128 MB for 10k documents).
+            buffer, packer = self.buffer, self.packer
+            while len(buffer) and not packer.num_ready:
+                packer.add(buffer.pop())
+            self._exhausted = not len(buffer)
             return
-        arrays = self._encode(texts)
-        self.num_docs += len(texts)
+        _, num_texts, job = inflight.popleft()
+        arrays = job.result()
+        self.num_docs += num_texts
         if self._shuffle:
             arrays = self.buffer.push_many(arrays, [a.nbytes + ARRAY_OVERHEAD for a in arrays])
         self.packer.add_many(arrays)
 
-    def _encode(self, texts: list[str]) -> list[np.ndarray]:
+    def _submit(self, texts: list[str]) -> EncodeJob:
+        submit = getattr(self.encoder, "submit", None)
         if not any(len(t) > PIECE_CHARS for t in texts):
-            return self.encoder.encode_batch(texts)
+            return submit(texts) if submit else EncodeJob.done(self.encoder.encode_batch(texts))
         # Very long documents: tokenize piece by piece (split before whitespace), then join.
         pieces: list[str] = []
         owners: list[int] = []
@@ -156,12 +179,13 @@ class TokenPipeline:
         joined: list[list[np.ndarray]] = [[] for _ in texts]
         for owner, array in zip(owners, arrays):
             joined[owner].append(array)
-        return [parts[0] if len(parts) == 1 else np.concatenate(parts) for parts in joined]
+        return EncodeJob.done([parts[0] if len(parts) == 1 else np.concatenate(parts) for parts in joined])
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Exact state: source position, buffer contents and generator, packer remainder."""
-        return {"version": STATE_VERSION, "source": self.source.state_dict(),
+        source = self._inflight[0][0] if self._inflight else self.source.state_dict()
+        return {"version": STATE_VERSION, "source": source,
                 "buffer": self.buffer.state_dict(), "packer": self.packer.state_dict(),
                 "exhausted": self._exhausted, "num_docs": self.num_docs}
 
@@ -169,6 +193,10 @@ class TokenPipeline:
         if state.get("version") != STATE_VERSION:
             raise StateError(f"pipeline state version {state.get('version')!r} is not {STATE_VERSION}",
                              "restore with the hfstream version that saved it")
+        for _, _, job in self._inflight:
+            job.cancel()
+        self._inflight.clear()
+        self._source_done = False
         self.source.load_state_dict(state["source"])
         self.buffer.load_state_dict(state["buffer"])
         self.packer.load_state_dict(state["packer"])

@@ -17,6 +17,11 @@ from typing import Any
 import numpy as np
 import tiktoken
 
+# A special token no text can turn into (encode_to_numpy is never allowed any special token).
+# Without one, tiktoken's special-token regex is empty and matches at every position: an
+# encoding with no special tokens runs its special-aware encode 35% slower than encode_ordinary.
+SENTINEL = "\U0010fffe<|hfstream-sentinel: never emitted|>\U0010fffe"
+
 # The regex HF's ByteLevel pre-tokenizer applies when use_regex=True (tokenizers byte_level.rs).
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
@@ -38,6 +43,24 @@ class TiktokenBPE:
     encoding: tiktoken.Encoding
     rank_to_id: np.ndarray | None
     add_prefix_space: bool
+
+    def encode(self, text: str) -> np.ndarray:
+        """The HF ids of one text as a uint32 array; special tokens in it are plain text.
+
+        ``encode_to_numpy`` (no special token allowed) gives ``encode_ordinary``'s ranks
+        without building a Python list: ~20% faster, and the GIL is held only briefly.
+        """
+        if self.add_prefix_space and text and not text.startswith(" "):
+            text = " " + text
+        try:
+            ranks = self.encoding.encode_to_numpy(text, allowed_special=_NONE, disallowed_special=())
+        except UnicodeEncodeError:  # lone surrogates: replaced as tiktoken's encode_ordinary does
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            ranks = self.encoding.encode_to_numpy(text, allowed_special=_NONE, disallowed_special=())
+        return ranks if self.rank_to_id is None else self.rank_to_id[ranks]
+
+
+_NONE: frozenset[str] = frozenset()
 
 
 @functools.lru_cache(maxsize=1)
@@ -75,8 +98,8 @@ def build_tiktoken_bpe(cfg: dict[str, Any]) -> TiktokenBPE:
     _check_added_tokens(cfg.get("added_tokens") or [])
     ranks, rank_to_id = _mergeable_ranks(model["vocab"], model["merges"])
     try:
-        encoding = tiktoken.Encoding("hfstream-bytelevel-bpe", pat_str=pattern,
-                                     mergeable_ranks=ranks, special_tokens={})
+        encoding = tiktoken.Encoding("hfstream-bytelevel-bpe", pat_str=pattern, mergeable_ranks=ranks,
+                                     special_tokens={SENTINEL: max(ranks.values()) + 1})
     except ValueError as exc:  # fancy-regex could not compile the (Oniguruma) pattern
         raise NotConvertible(f"tiktoken rejected the pre-tokenizer regex {pattern!r}: "
                              f"{exc}") from exc

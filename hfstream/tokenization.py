@@ -20,17 +20,18 @@ copy. (Non-special added tokens, which HF always splits out of text, keep a toke
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 from tokenizers import Tokenizer
 
+from hfstream.encode_jobs import EncodeJob, groups, tokenizer_pool
 from hfstream.errors import ConfigError, DataFormatError
 from hfstream.tiktoken_bridge import NotConvertible, TiktokenBPE, build_tiktoken_bpe
 
@@ -135,8 +136,10 @@ class TextEncoder:
             it converts and passes the self-check, else tokenizers, logging why).
         eos_token: the token that separates documents; by default the first of
             :data:`EOS_CANDIDATES` in the vocabulary.
-        num_threads: threads for the tiktoken backend (default ``os.cpu_count()``). The
-            tokenizers backend uses its own Rayon pool (``RAYON_NUM_THREADS``).
+        num_threads: tokenizer threads for the tiktoken backend (default ``os.cpu_count()``),
+            a pool shared by the encoders of this process (:mod:`hfstream.encode_jobs`). The
+            tokenizers backend runs on one of them and uses its own Rayon pool inside
+            (``RAYON_NUM_THREADS``).
         check_texts: extra texts (e.g. the first real documents) for the self-check.
 
     Attributes:
@@ -158,8 +161,8 @@ class TextEncoder:
             raise ConfigError(f"num_threads={num_threads} must be at least 1",
                               "leave it unset to use every CPU")
         source = load_tokenizer(tokenizer)
-        # A private copy, so that the caller's tokenizer keeps its settings and ours can't drift.
-        self.tokenizer = Tokenizer.from_str(source.to_str())
+        # A caller's Tokenizer is copied, so that it keeps its settings and ours can't drift.
+        self.tokenizer = Tokenizer.from_str(source.to_str()) if source is tokenizer else source
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
         config_json = self.tokenizer.to_str()
@@ -180,27 +183,52 @@ class TextEncoder:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.tokenizer.encode_special_tokens = True  # a pickled Tokenizer forgets this flag
+        if self._bpe is not None:
+            # A tiktoken encoding first used by several threads at once stays ~30% slower in
+            # them (tiktoken 0.14); one encode in this thread first avoids it, as the self-check
+            # does in __init__.
+            self._bpe.encode("warm up")
 
     # ---- public API -------------------------------------------------------------------------
 
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Encode texts; returns one uint32 array of token ids per text, nothing added."""
+        return self._start(texts, inline=True).result()
+
+    def submit(self, texts: Sequence[str]) -> EncodeJob:
+        """Start encoding texts on the tokenizer threads and return at once.
+
+        ``job.result()`` waits and returns what ``encode_batch(texts)`` would. Jobs run in the
+        order they are submitted, so a caller can queue the next batch before it uses this one.
+        """
+        return self._start(texts, inline=False)
+
+    def _start(self, texts: Sequence[str], inline: bool) -> EncodeJob:
         if isinstance(texts, str):
             raise ConfigError("encode_batch takes a list of texts, got a single str",
                               "use encode(text) for one text, or wrap it in a list")
         texts = list(texts)
-        encode = self._encode_tokenizers if self._bpe is None else self._encode_tiktoken
-        try:
-            return encode(texts)
-        except TypeError as exc:
-            bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-            if bad is not None:
-                raise DataFormatError(f"texts[{bad}] is a {type(texts[bad]).__name__}, not a str",
-                                      "pass decoded document text (str) only") from exc
-            # tokenizers rejects lone surrogates (e.g. from a JSON "\ud800"); tiktoken
-            # replaces them with U+FFFD. Do the same here so both backends agree.
-            return encode([t.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-                           for t in texts])
+        if self._bpe is None:
+            encode, spans = self._encode_tokenizers, [(0, len(texts))] if texts else []
+        else:
+            encode, spans = self._encode_tiktoken, groups(texts)
+        recover = functools.partial(self._recover, texts, encode)
+        if inline and len(spans) <= 1:  # little work: a thread handoff would cost more than it saves
+            return EncodeJob.inline(encode, texts, recover)
+        return EncodeJob.submit(tokenizer_pool(self.num_threads), encode, texts, spans, recover)
+
+    @staticmethod
+    def _recover(texts: list[str], encode: Callable[[list[str]], list[np.ndarray]],
+                 exc: BaseException) -> list[np.ndarray]:
+        if not isinstance(exc, TypeError):
+            raise exc
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise DataFormatError(f"texts[{bad}] is a {type(texts[bad]).__name__}, not a str",
+                                  "pass decoded document text (str) only") from exc
+        # tokenizers rejects lone surrogates (e.g. from a JSON "\ud800"); tiktoken replaces
+        # them with U+FFFD. Do the same here so both backends agree.
+        return encode([t.encode("utf-16", "surrogatepass").decode("utf-16", "replace") for t in texts])
 
     def encode(self, text: str) -> np.ndarray:
         """Encode one text into a uint32 array of token ids."""
@@ -219,25 +247,9 @@ class TextEncoder:
         encodings = encode(texts, add_special_tokens=False)
         return [np.array(e.ids, dtype=np.uint32) for e in encodings]
 
-    def _encode_tiktoken(self, texts: list[str]) -> list[np.ndarray]:
-        bpe = self._bpe
-        assert bpe is not None
-        if bpe.add_prefix_space:
-            texts = [t if not t or t.startswith(" ") else " " + t for t in texts]
-        encode, lookup = bpe.encoding.encode_ordinary, bpe.rank_to_id
-
-        def encode_one(text: str) -> np.ndarray:
-            ranks = encode(text)  # releases the GIL while BPE runs
-            if lookup is None:
-                return np.array(ranks, dtype=np.uint32)
-            return lookup[np.array(ranks, dtype=np.intp)]
-
-        if len(texts) <= 1 or self.num_threads == 1:
-            return [encode_one(t) for t in texts]
-        # Like Encoding.encode_ordinary_batch, but the list -> array copy runs in the workers
-        # too (measured ~10% faster). A pool per call: nothing to break on fork or pickle.
-        with ThreadPoolExecutor(min(self.num_threads, len(texts))) as pool:
-            return list(pool.map(encode_one, texts))
+    def _encode_tiktoken(self, texts: Sequence[str]) -> list[np.ndarray]:
+        assert self._bpe is not None
+        return list(map(self._bpe.encode, texts))  # the BPE runs without the GIL
 
     # ---- construction helpers ---------------------------------------------------------------
 

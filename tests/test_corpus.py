@@ -120,14 +120,16 @@ def test_state_of_other_dataset_is_a_clear_error(tmp_path, parquet_dir):
 # -- crashes, hangs, garbage ----------------------------------------------------------------
 
 def test_kill_9_of_the_worker_k_times_loses_and_repeats_nothing(tmp_path):
-    texts = make_texts(400)
+    # 4 kB documents: at each kill, what is left (> 1.4 MB) cannot all sit in the pipe and the
+    # reader's 1 MB buffer, so the worker is still alive and the kill really interrupts it.
+    texts = [t + " " + "x" * 4000 for t in make_texts(400)]
     write_parquet(tmp_path / "d.parquet", texts, row_group_size=20)
     clean = read_all(str(tmp_path), epochs=2)
     got, kills = [], 0
     with HuggingFaceStreamingCorpus(str(tmp_path), epochs=2, batch_size=16, queue_bytes=2048) as corpus:
         for text in corpus.stream():
             got.append(text)
-            if len(got) in (50, 300, 650) and corpus.worker_pid is not None:
+            if len(got) in (50, 250, 450) and corpus.worker_pid is not None:
                 os.kill(corpus.worker_pid, signal.SIGKILL)
                 kills += 1
         assert corpus.num_restarts >= kills == 3

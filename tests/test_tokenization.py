@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +15,12 @@ import pytest
 from pydoc_data.topics import topics
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from conftest import FINEWEB
 from hfstream.errors import ConfigError, DataFormatError
 from hfstream.tokenization import SELF_CHECK_TEXTS, TextEncoder, load_tokenizer
 
 # English prose shipped with every CPython: ~80 documentation strings, ~460 kB.
 TOPIC_TEXTS = [topics[name] for name in sorted(topics)]
-FINEWEB = Path("/work/shared/data/fineweb_legal.parquet")
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
                   r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
@@ -129,6 +132,42 @@ def test_backends_agree_on_fineweb(encoders):
     assert_same_ids(slow.encode_batch(texts), fast.encode_batch(texts))
 
 
+def test_submitted_jobs_give_encode_batch_ids_in_order(encoders):
+    slow, fast = encoders
+    # Several jobs queued before any result is read: each gets its own texts' ids, in order.
+    batches = [TOPIC_TEXTS[i::3] for i in range(3)]
+    jobs = [fast.submit(batch) for batch in batches]
+    for batch, job in zip(batches, jobs):
+        assert_same_ids(job.result(), slow.encode_batch(batch))
+    assert slow.submit([]).result() == []
+    with pytest.raises(DataFormatError, match=r"texts\[1\] is a NoneType"):
+        fast.submit(["fine", None]).result()
+
+
+def test_tokenizer_threads_work_in_a_forked_child(encoders):
+    # A torch DataLoader worker is a fork: the parent's tokenizer threads do not exist there.
+    slow, fast = encoders
+    fast.encode_batch(TOPIC_TEXTS[:40])  # the parent's pool is up and running
+    expected = sum(len(a) for a in slow.encode_batch(TOPIC_TEXTS[:40]))
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: encode through the pool, report the token count, leave at once
+        try:
+            os.write(write, str(sum(len(a) for a in fast.encode_batch(TOPIC_TEXTS[:40]))).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("encoding hung in the forked child (it used the parent's dead pool)")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert int(os.read(read, 100)) == expected
+
+
 def test_lone_surrogates_are_replaced_alike(encoders):
     texts = ["ok", "lone \ud800 high, pair \ud83d\ude00"]  # as json.loads can produce
     slow, fast = encoders
@@ -137,6 +176,14 @@ def test_lone_surrogates_are_replaced_alike(encoders):
 
 
 # ---- special tokens are ordinary text ------------------------------------------------------------
+
+def test_tiktoken_sentinel_in_text_is_plain_text(encoders):
+    from hfstream.tiktoken_bridge import SENTINEL
+
+    slow, fast = encoders
+    texts = [SENTINEL, f"before {SENTINEL} after", SENTINEL * 3]
+    assert_same_ids(slow.encode_batch(texts), fast.encode_batch(texts))
+
 
 def test_literal_special_token_is_encoded_as_text(encoders):
     text = "end of one<|endoftext|>start of another"

@@ -10,7 +10,9 @@ Each pipeline runs in its own child process (so peak RSS is its own), side by si
 (b) HF: ``load_dataset(streaming=True)`` + batched ``map`` tokenization + ``group_texts`` +
     torch ``DataLoader`` (the run_clm path);
 (c) bare ``tokenizers`` ``encode_batch`` over the texts already in memory;
-(d) bare ``tiktoken`` ``encode_ordinary_batch`` (same merges) over the texts in memory.
+(d) bare ``tiktoken`` ``encode_ordinary_batch`` (same merges) over the texts in memory;
+(e) bare ``tiktoken`` ``encode_to_numpy``, the call hfstream's tokenizer threads make, over the
+    texts in memory (what the hfstream pipeline costs on top of its own tokenizer call).
 
 Without ``--tokenizer`` a 32k byte-level BPE is trained from the dataset first (and cached).
 """
@@ -29,7 +31,11 @@ from typing import Any
 
 from hfstream.bench import default_dataset, print_table
 
-PIPELINES = ("hfstream", "hf_pipeline", "tokenizers", "tiktoken")
+# Bare tiktoken runs encode one text in the calling thread before the clock starts, as tiktoken's
+# own benchmark does: an encoding whose first use is by two threads at once stays ~30% slower
+# in those threads (measured with tiktoken 0.14). hfstream's self-check warms it the same way.
+WARM_UP = "warm up"
+PIPELINES = ("hfstream", "hf_pipeline", "tokenizers", "tiktoken", "tiktoken_numpy")
 CHILD_RUNS = PIPELINES + ("state",)
 
 
@@ -149,6 +155,7 @@ def run_tiktoken(args: argparse.Namespace) -> dict[str, Any]:
 
     texts = _texts(args.dataset)
     encoding = build_tiktoken_bpe(json.loads(Path(args.tokenizer).read_text())).encoding
+    encoding.encode_ordinary(WARM_UP)  # see WARM_UP
     t0 = time.perf_counter()
     tokens = 0
     for _ in range(args.epochs):
@@ -157,8 +164,26 @@ def run_tiktoken(args: argparse.Namespace) -> dict[str, Any]:
             "note": f"texts already in memory, {os.cpu_count()} threads"}
 
 
+def run_tiktoken_numpy(args: argparse.Namespace) -> dict[str, Any]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hfstream.tiktoken_bridge import build_tiktoken_bpe
+
+    texts = _texts(args.dataset)
+    bpe = build_tiktoken_bpe(json.loads(Path(args.tokenizer).read_text()))
+    bpe.encode(WARM_UP)  # see WARM_UP
+    threads = os.cpu_count() or 1
+    t0 = time.perf_counter()
+    tokens = 0
+    with ThreadPoolExecutor(threads) as pool:  # as encode_ordinary_batch does, one task per text
+        for _ in range(args.epochs):
+            tokens += sum(map(len, pool.map(bpe.encode, texts)))
+    return {"tokens": tokens, "seconds": time.perf_counter() - t0, "first_batch_s": None,
+            "note": f"encode_to_numpy (hfstream's call), texts in memory, {threads} threads"}
+
+
 RUNNERS = {"hfstream": run_hfstream, "hf_pipeline": run_hf_pipeline, "tokenizers": run_tokenizers,
-           "tiktoken": run_tiktoken, "state": run_state}
+           "tiktoken": run_tiktoken, "tiktoken_numpy": run_tiktoken_numpy, "state": run_state}
 
 
 def ensure_tokenizer(dataset: str, vocab_size: int) -> str:
@@ -232,9 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     ours = results.get("hfstream", {})
     if ours:
         steady = ours["steady_tokens_per_s"]
+        same_call = results.get("tiktoken_numpy", {}).get("tokens_per_s")
         print_table("hfstream details", ["what", "value"], [
             ["steady M tok/s (after the first batch)",
              f"{steady / 1e6:.3f}" + (f" ({steady / ref:.2f}x tiktoken)" if ref else "")],
+            ["end to end vs bare encode_to_numpy (the same tokenizer call)",
+             f"{ours['tokens_per_s'] / same_call:.2f}x" if same_call else "-"],
             ["RSS floor: torch + tokenizer loaded, no loader", f"{ours['floor_rss_mb']:,.0f} MB"],
             ["state_dict size after 200 batches (pickled)",
              f"{state['state_mb']} MB ({state['buffer_docs_in_state']} docs in the buffer)"],
