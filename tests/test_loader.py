@@ -105,6 +105,37 @@ def test_resume_exact_from_a_list_source(tokenizer_path):
                          cuts=[1, 2, 10])
 
 
+def test_texts_tokenized_ahead_are_not_in_the_state_and_are_read_again(tokenizer_path):
+    from hfstream.pipeline import IterableSource, TokenPipeline
+
+    texts = make_texts(600, seed=5)
+    encoder = TextEncoder(tokenizer_path)
+
+    def pipeline():
+        return TokenPipeline(IterableSource(texts, batch_size=50), encoder, B, T, shuffle_buffer_size=40,
+                             seed=1, shuffle_warmup=10)
+
+    def rest(p):
+        out = []
+        while (rows := p.next_batch()) is not None:
+            out.append(rows)
+        return out
+
+    first = pipeline()
+    for _ in range(5):
+        first.next_batch()
+    state = first.state_dict()
+    # The pipeline has read past what it packed (the next batch of texts is being tokenized),
+    # but the state's position is right after the documents whose tokens it holds.
+    assert first.source.state_dict()["consumed"] > state["source"]["consumed"] == first.num_docs
+    expected = rest(first)
+    second = pipeline()
+    second.load_state_dict(state)
+    again = rest(second)
+    assert len(again) == len(expected) > 10
+    assert all(np.array_equal(a, b) for a, b in zip(again, expected))
+
+
 def test_state_restores_prefetched_batches_too(docs_file, tokenizer_path):
     path, _ = docs_file
     with StreamingTextDataLoader(str(path), tokenizer_path, B, T, prefetch=4) as loader:
