@@ -254,16 +254,19 @@ class StreamingTextDataLoader:
         if self._dl_iter is None:
             from torch.utils.data import DataLoader
 
+            from hfstream.loader_workers import as_is
+
+            # as_is: items are tensors already; torch's default conversion would also turn the
+            # numpy arrays of every anchor state into tensors.
             self._dl_iter = iter(DataLoader(self._dataset, batch_size=None, num_workers=self.num_workers,
                                             prefetch_factor=self.prefetch, pin_memory=self.pin_memory,
-                                            multiprocessing_context=self._mp_context))
+                                            multiprocessing_context=self._mp_context, collate_fn=as_is))
 
     def _next_from_workers(self, t0: float) -> Batch:
         self._start_workers()
-        while True:
-            item = next(self._dl_iter)  # StopIteration when every worker's shard is done
-            if self._tracker.consume(item):
-                break
+        item = self._tracker.next_batch(self._dl_iter)
+        if item is None:  # every worker's shard is done
+            raise StopIteration
         self._wait_s += time.perf_counter() - t0
         self._batches += 1
         batch = Batch(item["inputs"], item["targets"], item.get("positions"))

@@ -4,18 +4,24 @@ Each DataLoader worker runs its own corpus (its own worker subprocess) on a disj
 its own TokenPipeline. Resume is exact without shipping a full state with every batch: a
 worker sends an *anchor* (its full pipeline state) with every ``state_every``-th batch; the
 parent keeps, per worker, the last anchor it consumed and how many of that worker's batches it
-has consumed since. Restoring loads the anchor and replays the difference (deterministic), and
-rotates the workers' roles so that torch's round-robin continues with the right worker.
+has consumed since. Restoring loads the anchor and replays the difference (deterministic).
+
+The parent hands batches out in one fixed order, round-robin over the logical workers whose
+shard is not done, whatever order torch delivers them in (it holds a batch that comes early).
+Torch's own order cannot be restored once a shard is done: its round-robin then skips slots
+that depend on how far ahead it had asked the finished worker. Restores rotate the workers'
+roles so that torch's order matches the fixed one and nothing needs holding.
 """
 
 from __future__ import annotations
 
+import collections
 from typing import Any, Iterator
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from hfstream.errors import StateError
+from hfstream.errors import HfStreamError, StateError
 from hfstream.pipeline import TokenPipeline, derive_seed
 
 
@@ -96,8 +102,16 @@ class StreamingTextDataset(IterableDataset):
         return point["next_index"]
 
 
+def as_is(item: dict[str, Any]) -> dict[str, Any]:
+    """The DataLoader's collate function: an item is passed on unchanged (picklable, for spawn)."""
+    return item
+
+
 class WorkerTracker:
-    """The parent's bookkeeping of consumed batches per logical worker (the aggregate state)."""
+    """The parent's bookkeeping of consumed batches per logical worker (the aggregate state).
+
+    ``cursor`` is the logical worker whose batch comes next (finished workers are skipped).
+    """
 
     def __init__(self, num_workers: int):
         self.num_workers = num_workers
@@ -106,6 +120,35 @@ class WorkerTracker:
         self.ended: set[int] = set()
         self.docs: dict[int, int] = {}
         self.total = 0
+        self.cursor = 0
+        self._held: dict[int, collections.deque] = collections.defaultdict(collections.deque)
+
+    def next_batch(self, items: Iterator[dict[str, Any]]) -> dict[str, Any] | None:
+        """The next batch in the fixed order, taken from torch's ``items``; None when all are done."""
+        while True:
+            worker = self._turn()
+            if worker is None:
+                return None
+            held = self._held[worker]
+            item = held.popleft() if held else self._receive(items, worker)
+            if self.consume(item):
+                return item
+
+    def _turn(self) -> int | None:
+        for k in range(self.num_workers):
+            worker = (self.cursor + k) % self.num_workers
+            if worker not in self.ended:
+                return worker
+        return None
+
+    def _receive(self, items: Iterator[dict[str, Any]], worker: int) -> dict[str, Any]:
+        for item in items:
+            if item["worker"] == worker:
+                return item
+            if not (item.get("end") and item["worker"] in self.ended):  # a restored worker's end again
+                self._held[item["worker"]].append(item)
+        raise HfStreamError(f"the DataLoader workers stopped before worker {worker} sent its last batch",
+                            "a worker process died: look for its error above, then resume from the last state")
 
     def consume(self, item: dict[str, Any]) -> bool:
         """Record an item; returns False for a worker's end marker (not a batch)."""
@@ -118,6 +161,7 @@ class WorkerTracker:
         self.next_index[worker] = item["index"] + 1
         self.docs[worker] = item["docs"]
         self.total += 1
+        self.cursor = (worker + 1) % self.num_workers
         return True
 
     def state_dict(self) -> dict[str, Any]:
@@ -129,7 +173,7 @@ class WorkerTracker:
                 index, anchor = self.anchors[w]
                 workers[w] = {"anchor_index": index, "anchor": anchor, "next_index": self.next_index[w]}
         return {"num_workers": self.num_workers, "workers": workers, "total": self.total,
-                "ended": sorted(self.ended), "docs": dict(self.docs)}
+                "ended": sorted(self.ended), "docs": dict(self.docs), "cursor": self.cursor}
 
     def load_state_dict(self, state: dict[str, Any], dataset: StreamingTextDataset) -> None:
         if state["num_workers"] != self.num_workers:
@@ -137,10 +181,12 @@ class WorkerTracker:
                              f"this loader has num_workers={self.num_workers}",
                              "resume with the same num_workers (each worker owns a shard)")
         workers = {int(w): point for w, point in state["workers"].items()}
+        self.cursor = state.get("cursor", state["total"] % self.num_workers)
         dataset.resume = workers
-        dataset.rotation = state["total"] % self.num_workers
+        dataset.rotation = self.cursor  # physical worker 0, asked first by torch, plays the cursor
         self.anchors = {w: (p["anchor_index"], p["anchor"]) for w, p in workers.items() if "anchor" in p}
         self.next_index = {w: p["next_index"] for w, p in workers.items() if "next_index" in p}
         self.ended = {int(w) for w in state["ended"]}
         self.docs = {int(w): n for w, n in state["docs"].items()}
         self.total = state["total"]
+        self._held.clear()

@@ -57,7 +57,8 @@ class TiktokenBPE:
         except UnicodeEncodeError:  # lone surrogates: replaced as tiktoken's encode_ordinary does
             text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
             ranks = self.encoding.encode_to_numpy(text, allowed_special=_NONE, disallowed_special=())
-        return ranks if self.rank_to_id is None else self.rank_to_id[ranks]
+        # tiktoken's buffer is read-only; a copy (~1 us) keeps arrays writable, as tokenizers' are.
+        return ranks.copy() if self.rank_to_id is None else self.rank_to_id[ranks]
 
 
 _NONE: frozenset[str] = frozenset()

@@ -310,6 +310,35 @@ def test_workers_resume_exactly_after_three_restores(parts_dir, tokenizer_path):
     assert len(got) == 60 and all(torch.equal(a, b) for a, b in zip(got, straight))
 
 
+def test_spawned_workers_give_the_same_batches_as_forked_ones(parts_dir, tokenizer_path):
+    # spawn pickles the dataset with its TextEncoder (tokenizer + tiktoken twin) into fresh processes.
+    directory, _ = parts_dir
+    encoder = TextEncoder(tokenizer_path)
+    runs = {}
+    for context in ("fork", "spawn"):
+        with StreamingTextDataLoader(str(directory), encoder, 4, 32, shuffle_buffer_size=20, seed=3,
+                                     num_workers=2, multiprocessing_context=context) as loader:
+            runs[context] = _all_rows(loader)
+    assert len(runs["spawn"]) == len(runs["fork"]) > 20
+    assert all(torch.equal(a, b) for a, b in zip(runs["spawn"], runs["fork"]))
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 3 worker processes")
+def test_workers_resume_exactly_after_uneven_shards_run_out(tmp_path, tokenizer_path):
+    # Files k and k+3 form worker k's shard: 120, 16 and 60 documents. The small shards run out
+    # first (worker 1 after ~38 batches, worker 2 after ~110 of 150); restores before and after
+    # that continue in the same order, with nothing lost or repeated.
+    texts, start = make_texts(240, seed=6), 0
+    for k, n in enumerate([60, 8, 30, 60, 8, 30]):
+        write_parquet(tmp_path / f"p{k}.parquet", texts[start:start + n])
+        start += n
+    encoder = TextEncoder(tokenizer_path)
+    _assert_resume_exact(
+        lambda: StreamingTextDataLoader(str(tmp_path), encoder, 4, 32, shuffle_buffer_size=20, seed=2,
+                                        shuffle_warmup=5, num_workers=3, state_every=5, shard_by="files"),
+        cuts=[20, 45, 47, 48, 111, 112])
+
+
 def test_metrics_after_a_restore_count_this_process_only(docs_file, tokenizer_path):
     path, _ = docs_file
     with StreamingTextDataLoader(str(path), tokenizer_path, B, T) as loader:

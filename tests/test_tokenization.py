@@ -48,6 +48,7 @@ def assert_same_ids(a: list[np.ndarray], b: list[np.ndarray]) -> None:
     assert len(a) == len(b)
     for i, (x, y) in enumerate(zip(a, b)):
         assert x.dtype == y.dtype == np.uint32
+        assert x.flags.writeable and y.flags.writeable  # both backends hand out arrays the caller owns
         assert np.array_equal(x, y), f"text #{i} differs"
 
 
