@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -153,11 +152,11 @@ def train_from_corpus(corpus: Any, max_samples: int | None, vocab_size: int, *, 
     Raises:
         EmptyDatasetError: the stream gave no document to train on.
     """
-    from tqdm import tqdm
+    from hfstream.progress import progress_bar
 
     start = time.perf_counter()
-    with tqdm(total=max_samples, unit="doc", unit_scale=True, disable=not progress,
-              file=sys.stderr, desc="tokenizer", smoothing=0.1, dynamic_ncols=True) as bar:
+    with progress_bar(total=max_samples, unit="doc", unit_scale=True, disable=not progress,
+                      desc="tokenizer", smoothing=0.1, dynamic_ncols=True) as bar:
         feed = _Feed(corpus.stream_batches(), skip, max_samples, bar)
         tokenizer = train_bpe(feed, vocab_size, min_frequency, special_tokens)
     seconds = time.perf_counter() - start

@@ -138,7 +138,7 @@ def _train(config: Config, d: Any, t: Any, o: OptimConfig, s: Any, ddp: Ranks, r
     if ckpt is not None and ckpt["model_config"] != dataclasses.asdict(model_config):
         diff = {k: (v, getattr(model_config, k)) for k, v in ckpt["model_config"].items()
                 if getattr(model_config, k) != v}
-        raise StateError(f"the model section differs from the checkpoint's: " + ", ".join(
+        raise StateError("the model section differs from the checkpoint's: " + ", ".join(
             f"{k}: saved {a}, now {b}" for k, (a, b) in diff.items()),
             "resume with the checkpoint's model settings (its config.yaml)")
     torch.manual_seed(t.seed)                      # the same initial weights on every rank
@@ -219,10 +219,10 @@ def _train(config: Config, d: Any, t: Any, o: OptimConfig, s: Any, ddp: Ranks, r
                 say(bar, f"--- sample at step {at_step} ---\n{prompt}{text}")
 
         # -- the loop ---------------------------------------------------------------------
-        from tqdm import tqdm
+        from hfstream.progress import progress_bar
 
-        bar = tqdm(total=t.max_steps, initial=step, unit="step", file=sys.stderr, dynamic_ncols=True,
-                   disable=not (progress and ddp.is_main), desc="train", smoothing=0.05)
+        bar = progress_bar(total=t.max_steps, initial=step, unit="step", dynamic_ncols=True,
+                           disable=not (progress and ddp.is_main), desc="train", smoothing=0.05)
         batches = iter(loader)
         window = Window()
         train_s = wait_s = 0.0
@@ -434,7 +434,6 @@ def prepare_tokenizer(config: Config, ddp: Ranks, output: Path, heldout: list[st
 
 def train_tokenizer_now(config: Config, output: Path, heldout: list[str]) -> str:
     """Train the run's tokenizer from the stream (rank 0); returns its JSON."""
-    from hfstream.corpus import HuggingFaceStreamingCorpus
     from hfstream.heldout import text_id
     from hfstream.tokenizer_trainer import save_tokenizer, train_from_corpus
 

@@ -35,13 +35,13 @@ def cmd_head(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from hfstream.progress import progress_bar
 
     t0 = time.perf_counter()
     docs = nbytes = 0
     first = None
-    with open_source(args) as corpus, tqdm(total=args.max_samples, unit="doc", unit_scale=True,
-                                       disable=args.quiet, file=sys.stderr, smoothing=0.1) as bar:
+    with open_source(args) as corpus, progress_bar(total=args.max_samples, unit="doc", unit_scale=True,
+                                               disable=args.quiet, smoothing=0.1) as bar:
         for batch in corpus.stream_batches():
             if first is None:
                 first = time.perf_counter() - t0
