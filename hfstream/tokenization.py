@@ -72,6 +72,20 @@ SELF_CHECK_TEXTS: tuple[str, ...] = (
 )
 
 
+def default_threads() -> int:
+    """Tokenizer threads for one process: its usable CPUs (affinity, e.g. ``taskset``), shared
+    fairly between the ranks torchrun starts on this machine (``LOCAL_WORLD_SIZE``)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    try:
+        ranks = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+    except ValueError:
+        ranks = 1
+    return max(cpus // ranks, 1)
+
+
 def load_tokenizer(spec: str | os.PathLike[str] | Tokenizer) -> Tokenizer:
     """Load a Hugging Face ``tokenizers.Tokenizer``.
 
@@ -136,7 +150,8 @@ class TextEncoder:
             it converts and passes the self-check, else tokenizers, logging why).
         eos_token: the token that separates documents; by default the first of
             :data:`EOS_CANDIDATES` in the vocabulary.
-        num_threads: tokenizer threads for the tiktoken backend (default ``os.cpu_count()``),
+        num_threads: tokenizer threads for the tiktoken backend (default: the CPUs this process
+            may run on, divided by ``LOCAL_WORLD_SIZE`` under torchrun: :func:`default_threads`),
             a pool shared by the encoders of this process (:mod:`hfstream.encode_jobs`). The
             tokenizers backend runs on one of them and uses its own Rayon pool inside
             (``RAYON_NUM_THREADS``).
@@ -170,7 +185,7 @@ class TextEncoder:
         self.tokenizer.encode_special_tokens = True  # not serialized: set again in __setstate__
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
         self.eos_id = self._find_eos_id(eos_token)
-        self.num_threads = num_threads or os.cpu_count() or 1
+        self.num_threads = num_threads or default_threads()
         self._bpe: TiktokenBPE | None = None
         self.backend = self._choose_backend(backend, json.loads(config_json), check_texts or ())
         logger.info("tokenizer %s: backend=%s vocab_size=%d eos_id=%s", self.fingerprint,

@@ -178,6 +178,18 @@ def test_lone_surrogates_are_replaced_alike(encoders):
 
 # ---- special tokens are ordinary text ------------------------------------------------------------
 
+def test_default_threads_share_the_usable_cpus_between_local_ranks(byte_bpe, monkeypatch):
+    from hfstream.tokenization import default_threads
+
+    usable = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert TextEncoder(byte_bpe).num_threads == default_threads() == usable
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(usable * 2))   # more ranks than CPUs: still one thread
+    assert TextEncoder(byte_bpe).num_threads == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "oops")
+    assert default_threads() == usable
+
+
 def test_tiktoken_sentinel_in_text_is_plain_text(encoders):
     from hfstream.tiktoken_bridge import SENTINEL
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hfstream.bench import default_dataset, print_table
+from hfstream.tokenization import default_threads
 
 # Bare tiktoken runs encode one text in the calling thread before the clock starts, as tiktoken's
 # own benchmark does: an encoding whose first use is by two threads at once stays ~30% slower
@@ -156,12 +157,13 @@ def run_tiktoken(args: argparse.Namespace) -> dict[str, Any]:
     texts = _texts(args.dataset)
     encoding = build_tiktoken_bpe(json.loads(Path(args.tokenizer).read_text())).encoding
     encoding.encode_ordinary(WARM_UP)  # see WARM_UP
+    threads = default_threads()  # as many as hfstream's tokenizer threads
     t0 = time.perf_counter()
     tokens = 0
     for _ in range(args.epochs):
-        tokens += sum(map(len, encoding.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)))
+        tokens += sum(map(len, encoding.encode_ordinary_batch(texts, num_threads=threads)))
     return {"tokens": tokens, "seconds": time.perf_counter() - t0, "first_batch_s": None,
-            "note": f"texts already in memory, {os.cpu_count()} threads"}
+            "note": f"texts already in memory, {threads} threads"}
 
 
 def run_tiktoken_numpy(args: argparse.Namespace) -> dict[str, Any]:
@@ -172,7 +174,7 @@ def run_tiktoken_numpy(args: argparse.Namespace) -> dict[str, Any]:
     texts = _texts(args.dataset)
     bpe = build_tiktoken_bpe(json.loads(Path(args.tokenizer).read_text()))
     bpe.encode(WARM_UP)  # see WARM_UP
-    threads = os.cpu_count() or 1
+    threads = default_threads()
     t0 = time.perf_counter()
     tokens = 0
     with ThreadPoolExecutor(threads) as pool:  # as encode_ordinary_batch does, one task per text
