@@ -25,6 +25,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,38 @@ def _peak_rss_mb() -> float:
     return round((own + children) / 1024, 1)  # ru_maxrss is KiB on Linux
 
 
+def _rss_mb(pid: int | str = "self") -> float | None:
+    """Current resident memory of a process (Linux /proc), or None."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+class RssSampler:
+    """This process's RSS and the loader worker's, every ``interval`` seconds (a daemon thread)."""
+
+    def __init__(self, worker_pid: Any, interval: float = 0.25):
+        self.samples: list[tuple[float | None, float | None]] = []
+        self._worker_pid, self._interval = worker_pid, interval
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True, name="rss-sampler").start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            pid = self._worker_pid()
+            self.samples.append((_rss_mb(), _rss_mb(pid) if pid else None))
+
+    def summary(self) -> dict[str, Any]:
+        """Parent RSS at 25/50/75/100% of the run, and the worker's largest."""
+        self._stop.set()
+        parent = [p for p, _ in self.samples if p is not None]
+        worker = [w for _, w in self.samples if w is not None]
+        at = [parent[max(int(len(parent) * q) - 1, 0)] for q in (0.25, 0.5, 0.75, 1.0)] if parent else []
+        return {"parent_rss_mb": [round(x) for x in at], "worker_rss_max_mb": round(max(worker)) if worker else None}
+
+
 def run_hfstream(args: argparse.Namespace) -> dict[str, Any]:
     from hfstream.loader import StreamingTextDataLoader
     from hfstream.tokenization import TextEncoder
@@ -63,6 +96,7 @@ def run_hfstream(args: argparse.Namespace) -> dict[str, Any]:
     first, batches = None, 0
     with StreamingTextDataLoader(args.dataset, args.tokenizer, args.batch_size, args.seq_len,
                                  epochs=args.epochs) as loader:
+        rss = RssSampler(lambda: loader.source.worker_pid)
         for _ in loader:
             batches += 1
             if first is None:
@@ -72,7 +106,7 @@ def run_hfstream(args: argparse.Namespace) -> dict[str, Any]:
     tokens = batches * args.batch_size * args.seq_len
     steady = (tokens - args.batch_size * args.seq_len) / (seconds - first) if first else None
     return {"tokens": tokens, "seconds": seconds, "first_batch_s": first, "floor_rss_mb": floor_mb,
-            "steady_tokens_per_s": steady,
+            "steady_tokens_per_s": steady, **rss.summary(),
             "note": f"backend={backend}, buffer 10k docs, data-wait {metrics['data_wait_frac']:.0%}"}
 
 
@@ -266,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
             ["end to end vs bare encode_to_numpy (the same tokenizer call)",
              f"{ours['tokens_per_s'] / same_call:.2f}x" if same_call else "-"],
             ["RSS floor: torch + tokenizer loaded, no loader", f"{ours['floor_rss_mb']:,.0f} MB"],
+            ["parent RSS at 25 / 50 / 75 / 100% of the run",
+             " / ".join(map(str, ours["parent_rss_mb"])) + " MB" if ours["parent_rss_mb"] else "-"],
+            ["worker subprocess RSS, largest", f"{ours['worker_rss_max_mb']} MB"],
             ["state_dict size after 200 batches (pickled)",
              f"{state['state_mb']} MB ({state['buffer_docs_in_state']} docs in the buffer)"],
             ["restore: new loader + load_state_dict + next batch", f"{state['restore_s']} s"]])
