@@ -65,9 +65,10 @@ def rows_to_batch(rows: np.ndarray, positions: np.ndarray | None, pin_memory: bo
 class StreamingTextDataLoader:
     """Iterate (B, T) token batches drawn from a stream of documents.
 
-    A background thread reads documents, shuffles them in a bounded buffer (documents and
-    bytes), tokenizes them in groups and packs the tokens, with an EOS after each document,
-    into rows of ``seq_len + 1``; ``prefetch`` batches are kept ready.
+    A background thread reads documents, tokenizes them on the tokenizer threads (the next
+    group while the current one is packed), shuffles the token arrays in a bounded buffer
+    (documents and bytes) and packs them, with an EOS after each document, into rows of
+    ``seq_len + 1``; ``prefetch`` batches are kept ready.
 
     Args:
         source: a ``HuggingFaceStreamingCorpus``, a dataset name/path (a corpus is built with
