@@ -18,10 +18,10 @@ from __future__ import annotations
 import collections
 from typing import Any, Iterator
 
-import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from hfstream.errors import HfStreamError, StateError
+from hfstream.loader import rows_to_batch
 from hfstream.pipeline import TokenPipeline, derive_seed
 
 
@@ -77,11 +77,11 @@ class StreamingTextDataset(IterableDataset):
                     yield {"worker": logical, "end": True}
                     return
                 rows, positions = out if isinstance(out, tuple) else (out, None)
-                full = torch.from_numpy(rows)
-                item = {"inputs": full[:, :-1].contiguous(), "targets": full[:, 1:].contiguous(),  # (B, T+1) -> 2 x (B, T)
+                batch = rows_to_batch(rows, positions, pin_memory=False)  # pinning is the DataLoader's
+                item = {"inputs": batch.inputs, "targets": batch.targets,
                         "worker": logical, "index": index, "anchor": anchor, "docs": pipeline.num_docs}
-                if positions is not None:
-                    item["positions"] = torch.from_numpy(positions[:, :-1].copy())
+                if batch.positions is not None:
+                    item["positions"] = batch.positions
                 yield item
                 index += 1
         finally:

@@ -118,6 +118,7 @@ class TokenPipeline:
             raise ConfigError(f"shuffle_buffer_size must be an integer >= 0, got {shuffle_buffer_size!r}",
                               "use 0 to disable shuffling, 10_000 is a good default")
         self.source, self.encoder = source, encoder
+        self._encoder_submit = getattr(encoder, "submit", None)  # None: a synchronous encoder
         self.packer = TokenPacker(batch_size, seq_len, encoder.eos_id, with_positions=with_positions)
         capacity = max(shuffle_buffer_size, 1)
         warmup = min(1000, capacity) if shuffle_warmup is None else shuffle_warmup
@@ -165,7 +166,7 @@ class TokenPipeline:
         self.packer.add_many(arrays)
 
     def _submit(self, texts: list[str]) -> EncodeJob:
-        submit = getattr(self.encoder, "submit", None)
+        submit = self._encoder_submit
         if not any(len(t) > PIECE_CHARS for t in texts):
             return submit(texts) if submit else EncodeJob.done(self.encoder.encode_batch(texts))
         # Very long documents: tokenize piece by piece (split before whitespace), then join.

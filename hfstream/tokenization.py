@@ -198,11 +198,6 @@ class TextEncoder:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.tokenizer.encode_special_tokens = True  # a pickled Tokenizer forgets this flag
-        if self._bpe is not None:
-            # A tiktoken encoding first used by several threads at once stays ~30% slower in
-            # them (tiktoken 0.14); one encode in this thread first avoids it, as the self-check
-            # does in __init__.
-            self._bpe.encode("warm up")
 
     # ---- public API -------------------------------------------------------------------------
 

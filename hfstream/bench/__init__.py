@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 from pathlib import Path
@@ -29,6 +30,15 @@ def default_dataset() -> str:
         if base and path.exists():
             return str(path)
     return "builtin:python-docs"
+
+
+def bench_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser every benchmark starts from: ``--dataset`` (see :func:`default_dataset`) and ``--json``."""
+    parser = argparse.ArgumentParser(prog=f"hfstream bench {name}", description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--dataset", default=None, help="default: ../shared/data/fineweb_legal.parquet, "
+                        "else builtin:python-docs")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    return parser
 
 
 def print_table(title: str, header: list[str], rows: list[list[object]]) -> None:

@@ -11,13 +11,12 @@ in-process with ``datasets.load_dataset(..., streaming=True)``. MB are UTF-8 byt
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import orjson
 
-from hfstream.bench import default_dataset, print_table
+from hfstream.bench import bench_parser, default_dataset, print_table
 
 
 def _one_epoch(dataset: str) -> tuple[int, int]:
@@ -77,12 +76,9 @@ def datasets_baseline(dataset: str, epochs: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="hfstream bench corpus", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default=None, help="default: ../shared/data/fineweb_legal.parquet, "
-                   "else builtin:python-docs")
+    p = bench_parser("corpus", __doc__)
     p.add_argument("--epochs", type=int, default=10, help="passes per throughput run")
     p.add_argument("--repeats", type=int, default=3, help="runs per figure (the median is shown)")
-    p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     dataset = args.dataset or default_dataset()
     num_docs, epoch_bytes = _one_epoch(dataset)  # warms the page cache and counts exact bytes

@@ -30,12 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hfstream.bench import default_dataset, print_table
+from hfstream.bench import bench_parser, default_dataset, print_table
 from hfstream.tokenization import default_threads
 
-# Bare tiktoken runs encode one text in the calling thread before the clock starts, as tiktoken's
-# own benchmark does: an encoding whose first use is by two threads at once stays ~30% slower
-# in those threads (measured with tiktoken 0.14). hfstream's self-check warms it the same way.
+# Bare tiktoken encodes one text in the calling thread before the clock starts, as tiktoken's own
+# benchmark does: an encoding whose first use is by two threads at once stays ~30% slower in those
+# threads (measured with tiktoken 0.14). hfstream's TiktokenBPE warms itself the same way.
 WARM_UP = "warm up"
 PIPELINES = ("hfstream", "hf_pipeline", "tokenizers", "tiktoken", "tiktoken_numpy")
 CHILD_RUNS = PIPELINES + ("state",)
@@ -206,8 +206,7 @@ def run_tiktoken_numpy(args: argparse.Namespace) -> dict[str, Any]:
     from hfstream.tiktoken_bridge import build_tiktoken_bpe
 
     texts = _texts(args.dataset)
-    bpe = build_tiktoken_bpe(json.loads(Path(args.tokenizer).read_text()))
-    bpe.encode(WARM_UP)  # see WARM_UP
+    bpe = build_tiktoken_bpe(json.loads(Path(args.tokenizer).read_text()))  # warmed up when built
     threads = default_threads()
     t0 = time.perf_counter()
     tokens = 0
@@ -252,8 +251,7 @@ def _child(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="hfstream bench loader", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default=None)
+    p = bench_parser("loader", __doc__)
     p.add_argument("--tokenizer", default=None, help="tokenizer.json (default: train a 32k BPE from the data)")
     p.add_argument("--vocab-size", type=int, default=32_000)
     p.add_argument("--epochs", type=int, default=10, help="passes for hfstream and bare tiktoken")
@@ -261,7 +259,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--hf-max-tokens", type=int, default=2_000_000, help="cap the slow HF pipeline (0: none)")
     p.add_argument("--only", nargs="+", choices=PIPELINES, default=list(PIPELINES))
-    p.add_argument("--json", action="store_true")
     p.add_argument("--one", choices=CHILD_RUNS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.dataset = args.dataset or default_dataset()

@@ -16,7 +16,6 @@ travels twice: as input and as target); text MB/s counts the UTF-8 bytes of the 
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import signal
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import orjson
 
-from hfstream.bench import default_dataset, print_table
+from hfstream.bench import bench_parser, default_dataset, print_table
 
 _REPO = str(Path(__file__).resolve().parents[2])
 
@@ -112,15 +111,12 @@ def _median(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="hfstream bench serve", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default=None, help="default: ../shared/data/fineweb_legal.parquet, "
-                   "else builtin:python-docs")
+    p = bench_parser("serve", __doc__)
     p.add_argument("--sequence-length", type=int, default=512, help="words per sample (0: documents)")
     p.add_argument("--batch-size", type=int, default=256, help="samples per getData (EIR's batch size)")
     p.add_argument("--samples", type=int, default=50000, help="samples per measurement")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     p.add_argument("--repeats", type=int, default=3, help="runs per figure (the median is shown)")
-    p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     dataset = args.dataset or default_dataset()
 
