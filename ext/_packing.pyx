@@ -6,7 +6,7 @@ from libc.string cimport memcpy, memmove
 import numpy as np
 
 # Argument, state and token checks are shared with the twin so that errors read the same.
-from hfstream._packing_py import (as_token_array, check_settings, check_state, grown_size,
+from hfstream.loader._packing_py import (as_token_array, check_settings, check_state, grown_size,
                                   size_hint)
 
 

@@ -4,7 +4,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.stdint cimport int64_t, uint64_t
 
 # Argument and state checks are shared with the twin so that errors read the same.
-from hfstream._shuffle_py import check_int, check_state
+from hfstream.loader._shuffle_py import check_int, check_state
 from hfstream.errors import ConfigError
 
 _MASK64 = (1 << 64) - 1

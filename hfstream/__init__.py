@@ -10,14 +10,14 @@ __version__ = "0.1.0"
 # Public names -> defining module. Imported lazily so that `import hfstream` stays light
 # (no torch, no datasets, no tokenizers until a name that needs them is used).
 _EXPORTS = {
-    "HuggingFaceStreamingCorpus": "hfstream.corpus",
-    "SourceSpec": "hfstream.source",
-    "StreamingTextDataLoader": "hfstream.loader",
-    "Batch": "hfstream.loader",
-    "TextEncoder": "hfstream.tokenization",
-    "Stream": "hfstream.mixing",
-    "MixedSource": "hfstream.mixing",
-    "register_stream": "hfstream.mixing",
+    "HuggingFaceStreamingCorpus": "hfstream.source.corpus",
+    "SourceSpec": "hfstream.source.spec",
+    "StreamingTextDataLoader": "hfstream.loader.loader",
+    "Batch": "hfstream.loader.loader",
+    "TextEncoder": "hfstream.tokens.encoder",
+    "Stream": "hfstream.mixing.streams",
+    "MixedSource": "hfstream.mixing.streams",
+    "register_stream": "hfstream.mixing.streams",
     "WorkerError": "hfstream.errors",
     "HfStreamError": "hfstream.errors",
 }

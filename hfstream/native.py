@@ -17,8 +17,8 @@ from types import ModuleType
 
 #: Native module name (``hfstream.<name>``, built from ``ext/<name>.pyx``) -> its Python twin.
 NATIVE_MODULES: dict[str, str] = {
-    "_shuffle": "hfstream._shuffle_py",
-    "_packing": "hfstream._packing_py",
+    "_shuffle": "hfstream.loader._shuffle_py",
+    "_packing": "hfstream.loader._packing_py",
 }
 
 
@@ -44,7 +44,7 @@ def load(native_name: str, py_module: str) -> ModuleType:
 
     Args:
         native_name: the private native module, e.g. ``"_shuffle"``.
-        py_module: the dotted name of its pure-Python twin, e.g. ``"hfstream._shuffle_py"``.
+        py_module: the dotted name of its pure-Python twin, e.g. ``"hfstream.loader._shuffle_py"``.
 
     Raises:
         ImportError: the native module cannot be imported and ``HFSTREAM_REQUIRE_NATIVE=1``

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from hfstream.config import (Config, all_keys, apply_overrides, config_from_dict, config_to_dict,
+from hfstream.train.config import (Config, all_keys, apply_overrides, config_from_dict, config_to_dict,
                              config_to_yaml, load_config, resolve_key)
 from hfstream.errors import ConfigError
 

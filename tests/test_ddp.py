@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import make_texts, write_jsonl
-from hfstream.checkpoint import load_checkpoint
+from hfstream.train.checkpoint import load_checkpoint
 from hfstream.rundir import read_metrics
-from hfstream.tokenization import TextEncoder
+from hfstream.tokens.encoder import TextEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = re.compile(r"(small|large) (\d+):")

@@ -7,7 +7,7 @@ import torch
 from conftest import make_texts, write_jsonl, write_parquet
 from hfstream import HuggingFaceStreamingCorpus, StreamingTextDataLoader
 from hfstream.errors import ConfigError, StateError
-from hfstream.tokenization import TextEncoder
+from hfstream.tokens.encoder import TextEncoder
 
 B, T = 4, 32
 
@@ -106,7 +106,7 @@ def test_resume_exact_from_a_list_source(tokenizer_path):
 
 
 def test_texts_tokenized_ahead_are_not_in_the_state_and_are_read_again(tokenizer_path):
-    from hfstream.pipeline import IterableSource, TokenPipeline
+    from hfstream.loader.pipeline import IterableSource, TokenPipeline
 
     texts = make_texts(600, seed=5)
     encoder = TextEncoder(tokenizer_path)
@@ -199,7 +199,7 @@ def test_one_shot_generator_cannot_be_restored_and_says_so(tokenizer_path):
 
 
 def test_huge_document_is_tokenized_in_pieces_with_bounded_buffer(tokenizer_path, monkeypatch):
-    from hfstream import pipeline
+    from hfstream.loader import pipeline
 
     monkeypatch.setattr(pipeline, "PIECE_CHARS", 10_000)
     words = make_texts(1, seed=9)[0].split()

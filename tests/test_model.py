@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from hfstream.config import ModelConfig
+from hfstream.train.config import ModelConfig
 from hfstream.errors import ConfigError
-from hfstream.model import GPT
+from hfstream.train.model import GPT
 
 V, T = 96, 16
 

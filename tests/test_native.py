@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from hfstream import _shuffle_py, native
+from hfstream import native
+from hfstream.loader import _shuffle_py
 
 
 @pytest.fixture
@@ -40,25 +41,25 @@ def test_use_native_follows_the_environment(env):
 
 def test_pure_python_mode_loads_the_twin(env):
     env.setenv("HFSTREAM_PURE_PYTHON", "1")
-    assert native.load("_shuffle", "hfstream._shuffle_py") is _shuffle_py
+    assert native.load("_shuffle", "hfstream.loader._shuffle_py") is _shuffle_py
     assert native.native_status() == {name: False for name in native.NATIVE_MODULES}
 
 
 def test_missing_native_module_falls_back_to_the_twin(env):
-    assert native.load("_no_such_module", "hfstream._shuffle_py") is _shuffle_py
+    assert native.load("_no_such_module", "hfstream.loader._shuffle_py") is _shuffle_py
 
 
 def test_missing_native_module_is_an_error_when_required(env):
     env.setenv("HFSTREAM_REQUIRE_NATIVE", "1")
     with pytest.raises(ImportError, match=r"hfstream\._no_such_module is required") as info:
-        native.load("_no_such_module", "hfstream._shuffle_py")
+        native.load("_no_such_module", "hfstream.loader._shuffle_py")
     assert "build_ext --inplace" in str(info.value)
 
 
 def test_pure_python_mode_wins_over_require_native(env):
     env.setenv("HFSTREAM_REQUIRE_NATIVE", "1")
     env.setenv("HFSTREAM_PURE_PYTHON", "1")
-    assert native.load("_no_such_module", "hfstream._shuffle_py") is _shuffle_py
+    assert native.load("_no_such_module", "hfstream.loader._shuffle_py") is _shuffle_py
 
 
 @pytest.mark.parametrize("name", sorted(native.NATIVE_MODULES))
@@ -73,11 +74,11 @@ def test_status_reports_whether_the_native_module_is_active(env, name):
 
 def test_facades_use_what_native_status_reports():
     # The facades chose once at import, under this process's real environment.
-    from hfstream.packing import TokenPacker
-    from hfstream.shuffle import ShuffleBuffer
+    from hfstream.loader.packing import TokenPacker
+    from hfstream.loader.shuffle import ShuffleBuffer
 
     status = native.native_status()
     assert ShuffleBuffer.__module__ == ("hfstream._shuffle" if status["_shuffle"]
-                                        else "hfstream._shuffle_py")
+                                        else "hfstream.loader._shuffle_py")
     assert TokenPacker.__module__ == ("hfstream._packing" if status["_packing"]
-                                      else "hfstream._packing_py")
+                                      else "hfstream.loader._packing_py")

@@ -103,7 +103,7 @@ def test_missing_remote_file_is_a_clear_error(serve):
 def test_a_transient_error_mid_stream_reopens_at_the_same_row(tmp_path):
     """The worker's retry wrapper around a real parquet reader, with a reset after two chunks."""
     from conftest import make_texts, write_parquet
-    from hfstream.source import SourceSpec
+    from hfstream.source.spec import SourceSpec
     from hfstream.worker.fast import read_parquet
     from hfstream.worker.main import retrying
     from hfstream.worker.rows import local_shard_rows

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hfstream import protocol
+from hfstream.source import wire as protocol
 from hfstream.errors import DataFormatError
 
 

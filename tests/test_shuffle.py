@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from hfstream import _shuffle_py
+from hfstream.loader import _shuffle_py
 from hfstream.errors import ConfigError, StateError
 
 try:

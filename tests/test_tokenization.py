@@ -17,7 +17,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 
 from conftest import FINEWEB
 from hfstream.errors import ConfigError, DataFormatError
-from hfstream.tokenization import SELF_CHECK_TEXTS, TextEncoder, load_tokenizer
+from hfstream.tokens.encoder import SELF_CHECK_TEXTS, TextEncoder, load_tokenizer
 
 # English prose shipped with every CPython: ~80 documentation strings, ~460 kB.
 TOPIC_TEXTS = [topics[name] for name in sorted(topics)]
@@ -179,7 +179,7 @@ def test_lone_surrogates_are_replaced_alike(encoders):
 # ---- special tokens are ordinary text ------------------------------------------------------------
 
 def test_default_threads_share_the_usable_cpus_between_local_ranks(byte_bpe, monkeypatch):
-    from hfstream.tokenization import default_threads
+    from hfstream.tokens.encoder import default_threads
 
     usable = len(os.sched_getaffinity(0))
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
@@ -191,7 +191,7 @@ def test_default_threads_share_the_usable_cpus_between_local_ranks(byte_bpe, mon
 
 
 def test_tiktoken_sentinel_in_text_is_plain_text(encoders):
-    from hfstream.tiktoken_bridge import SENTINEL
+    from hfstream.tokens.tiktoken_bridge import SENTINEL
 
     slow, fast = encoders
     texts = [SENTINEL, f"before {SENTINEL} after", SENTINEL * 3]
@@ -245,7 +245,7 @@ def test_auto_falls_back_and_forcing_tiktoken_fails(kind, wordpiece, byte_bpe, c
         tokenizer = Tokenizer.from_str(byte_bpe.to_str())
         tokenizer.add_tokens(["<custom>"])
         why = "non-special added token"
-    with caplog.at_level(logging.INFO, logger="hfstream.tokenization"):
+    with caplog.at_level(logging.INFO, logger="hfstream.tokens.encoder"):
         auto = TextEncoder(tokenizer)
     assert auto.backend == "tokenizers"
     assert any(why in record.getMessage() for record in caplog.records)
@@ -271,7 +271,7 @@ def test_self_check_rejects_a_disagreeing_twin(caplog):
     # HF merges "l o" first and has no ("l", "lo") merge, so "llo" stays [l, lo]; tiktoken
     # merges any pair whose bytes form a token and reaches "llo". "Hello" is in the samples.
     tokenizer = handmade_bpe([("l", "o"), ("l", "l"), ("ll", "o")])
-    with caplog.at_level(logging.WARNING, logger="hfstream.tokenization"):
+    with caplog.at_level(logging.WARNING, logger="hfstream.tokens.encoder"):
         assert TextEncoder(tokenizer).backend == "tokenizers"
     assert any("disagrees" in record.getMessage() for record in caplog.records)
     with pytest.raises(ConfigError, match="different ids"):

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from conftest import make_texts, train_small_tokenizer, write_jsonl
-from hfstream.checkpoint import load_checkpoint
+from hfstream.train.checkpoint import load_checkpoint
 from hfstream.cli.train import main
 from hfstream.errors import EmptyDatasetError
-from hfstream.heldout import ExcludingSource, pack_rows, text_id
+from hfstream.source.heldout import ExcludingSource, pack_rows, text_id
 from hfstream.rundir import read_metrics
-from hfstream.tokenization import TextEncoder
+from hfstream.tokens.encoder import TextEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = re.compile(r"doc (\d+):")

@@ -11,8 +11,8 @@ import pytest
 from conftest import make_texts, write_jsonl
 from hfstream.cli.train_tokenizer import main
 from hfstream.errors import ConfigError
-from hfstream.tokenization import TextEncoder
-from hfstream.tokenizer_trainer import train_bpe, train_from_corpus
+from hfstream.tokens.encoder import TextEncoder
+from hfstream.tokens.tokenizer_trainer import train_bpe, train_from_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ from hfstream.bench import bench_parser, default_dataset, print_table
 
 
 def _one_epoch(dataset: str) -> tuple[int, int]:
-    from hfstream.corpus import HuggingFaceStreamingCorpus
+    from hfstream.source.corpus import HuggingFaceStreamingCorpus
 
     with HuggingFaceStreamingCorpus(dataset) as corpus:
         texts = [t for batch in corpus.stream_batches() for t in batch]
@@ -28,7 +28,7 @@ def _one_epoch(dataset: str) -> tuple[int, int]:
 
 
 def first_document_s(dataset: str) -> float:
-    from hfstream.corpus import HuggingFaceStreamingCorpus
+    from hfstream.source.corpus import HuggingFaceStreamingCorpus
 
     t0 = time.perf_counter()
     with HuggingFaceStreamingCorpus(dataset, max_samples=1) as corpus:
@@ -38,7 +38,7 @@ def first_document_s(dataset: str) -> float:
 
 def hfstream_throughput(dataset: str, epochs: int, per_document: bool) -> tuple[float, int]:
     """Seconds from corpus creation to the last document, and the number of documents."""
-    from hfstream.corpus import HuggingFaceStreamingCorpus
+    from hfstream.source.corpus import HuggingFaceStreamingCorpus
 
     t0 = time.perf_counter()
     docs = 0
@@ -54,7 +54,7 @@ def hfstream_throughput(dataset: str, epochs: int, per_document: bool) -> tuple[
 
 def datasets_baseline(dataset: str, epochs: int) -> dict[str, float]:
     """``import datasets`` + ``load_dataset(streaming=True)`` time, then batched iteration."""
-    from hfstream.source import SourceSpec, resolve
+    from hfstream.source.spec import SourceSpec, resolve
 
     resolved = resolve(SourceSpec(dataset))
     t0 = time.perf_counter()

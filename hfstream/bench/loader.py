@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from hfstream.bench import bench_parser, default_dataset, print_table
-from hfstream.tokenization import default_threads
+from hfstream.tokens.encoder import default_threads
 
 # Bare tiktoken encodes one text in the calling thread before the clock starts, as tiktoken's own
 # benchmark does: an encoding whose first use is by two threads at once stays ~30% slower in those
@@ -42,7 +42,7 @@ CHILD_RUNS = PIPELINES + ("state",)
 
 
 def _texts(dataset: str) -> list[str]:
-    from hfstream.corpus import HuggingFaceStreamingCorpus
+    from hfstream.source.corpus import HuggingFaceStreamingCorpus
 
     with HuggingFaceStreamingCorpus(dataset) as corpus:
         return [t for batch in corpus.stream_batches() for t in batch]
@@ -87,8 +87,8 @@ class RssSampler:
 
 
 def run_hfstream(args: argparse.Namespace) -> dict[str, Any]:
-    from hfstream.loader import StreamingTextDataLoader
-    from hfstream.tokenization import TextEncoder
+    from hfstream.loader.loader import StreamingTextDataLoader
+    from hfstream.tokens.encoder import TextEncoder
 
     TextEncoder(args.tokenizer)  # the floor: torch + tokenizers + tiktoken loaded, no loader yet
     floor_mb = _peak_rss_mb()
@@ -118,7 +118,7 @@ def state_figures(args: argparse.Namespace, after: int = 200) -> dict[str, Any]:
     """State size after ``after`` batches, and the time to restore it and get the next batch."""
     import pickle
 
-    from hfstream.loader import StreamingTextDataLoader
+    from hfstream.loader.loader import StreamingTextDataLoader
 
     with StreamingTextDataLoader(args.dataset, args.tokenizer, args.batch_size, args.seq_len,
                                  epochs=None) as loader:
@@ -142,7 +142,7 @@ def run_hf_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from tokenizers import Tokenizer
 
-    from hfstream.source import SourceSpec, resolve
+    from hfstream.source.spec import SourceSpec, resolve
 
     tokenizer = Tokenizer.from_file(args.tokenizer)
     block = args.seq_len + 1
@@ -186,7 +186,7 @@ def run_tokenizers(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_tiktoken(args: argparse.Namespace) -> dict[str, Any]:
-    from hfstream.tiktoken_bridge import build_tiktoken_bpe
+    from hfstream.tokens.tiktoken_bridge import build_tiktoken_bpe
 
     texts = _texts(args.dataset)
     encoding = build_tiktoken_bpe(json.loads(Path(args.tokenizer).read_text())).encoding
@@ -203,7 +203,7 @@ def run_tiktoken(args: argparse.Namespace) -> dict[str, Any]:
 def run_tiktoken_numpy(args: argparse.Namespace) -> dict[str, Any]:
     from concurrent.futures import ThreadPoolExecutor
 
-    from hfstream.tiktoken_bridge import build_tiktoken_bpe
+    from hfstream.tokens.tiktoken_bridge import build_tiktoken_bpe
 
     texts = _texts(args.dataset)
     bpe = build_tiktoken_bpe(json.loads(Path(args.tokenizer).read_text()))  # warmed up when built
@@ -222,8 +222,8 @@ RUNNERS = {"hfstream": run_hfstream, "hf_pipeline": run_hf_pipeline, "tokenizers
 
 
 def ensure_tokenizer(dataset: str, vocab_size: int) -> str:
-    from hfstream.builtin import cache_dir
-    from hfstream.source import SourceSpec
+    from hfstream.source.builtin import cache_dir
+    from hfstream.source.spec import SourceSpec
 
     path = cache_dir() / "bench" / f"bpe{vocab_size}-{SourceSpec(dataset).fingerprint()}" / "tokenizer.json"
     if not path.exists():

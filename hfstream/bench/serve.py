@@ -34,7 +34,7 @@ _REPO = str(Path(__file__).resolve().parents[2])
 
 def in_process(dataset: str, sequence_length: int, num_samples: int) -> dict[str, float]:
     """Make ``num_samples`` samples without a server: the ceiling for the figures below."""
-    from hfstream.corpus import HuggingFaceStreamingCorpus
+    from hfstream.source.corpus import HuggingFaceStreamingCorpus
     from hfstream.eir.samples import sample_texts
 
     with HuggingFaceStreamingCorpus(dataset, epochs=None) as corpus:

@@ -70,7 +70,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from hfstream.builtin import BUILTIN_DATASETS, PREFIX
+    from hfstream.source.builtin import BUILTIN_DATASETS, PREFIX
 
     for name, description in BUILTIN_DATASETS.items():
         print(f"{PREFIX}{name}\t{description}")

@@ -85,14 +85,14 @@ def open_source(args: argparse.Namespace, **overrides: Any) -> Any:
     from hfstream.errors import ConfigError
 
     if getattr(args, "streams", None):
-        from hfstream.mixing import MixedSource
+        from hfstream.mixing.streams import MixedSource
 
         mixture = load_mixture_file(args.streams)
         mixture.setdefault("epochs", overrides.get("epochs", args.epochs or None))
         return MixedSource(mixture.pop("streams"), **mixture)
     if not args.dataset:
         raise ConfigError("no data given", "pass --dataset DATASET (or --streams mixture.yaml)")
-    from hfstream.corpus import HuggingFaceStreamingCorpus
+    from hfstream.source.corpus import HuggingFaceStreamingCorpus
 
     options = source_options(args)
     options.update(overrides)

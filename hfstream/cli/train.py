@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace) -> Any:
     """The config: the YAML file (or the resumed run's), then ``key=value``, then flags."""
-    from hfstream.config import load_config
+    from hfstream.train.config import load_config
 
     given = vars(args)
     for flag in ("shard", "num_shards"):
@@ -168,7 +168,7 @@ def _logging_to_stderr(verbose: bool) -> Iterator[None]:
     logger = logging.getLogger("hfstream")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    quiet = [logging.getLogger(n) for n in ("hfstream.tokenization", "hfstream.corpus", "hfstream.loader")]
+    quiet = [logging.getLogger(n) for n in ("hfstream.tokens.encoder", "hfstream.source.corpus", "hfstream.loader")]
     saved = (logger.level, logger.propagate, [q.level for q in quiet])
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -189,11 +189,11 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = resolve_config(args)
         if args.print_config:
-            from hfstream.config import config_to_yaml
+            from hfstream.train.config import config_to_yaml
 
             print(config_to_yaml(config), end="")
             return 0
-        from hfstream.trainer import train
+        from hfstream.train.trainer import train
 
         summary = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     except HfStreamError as exc:

@@ -21,7 +21,7 @@ from dataclasses import asdict
 
 from hfstream.cli.options import add_mixture_args, add_source_args, open_source, source_options
 from hfstream.errors import ConfigError, HfStreamError
-from hfstream.tokenizer_trainer import DEFAULT_SPECIAL_TOKENS
+from hfstream.tokens.tokenizer_trainer import DEFAULT_SPECIAL_TOKENS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(name)s %(levelname)s: %(message)s")
-    from hfstream.tokenizer_trainer import train_tokenizer_from_stream
+    from hfstream.tokens.tokenizer_trainer import train_tokenizer_from_stream
 
     options = source_options(args)
     max_samples = options.pop("max_samples")

@@ -16,7 +16,7 @@ from typing import IO, Any, Callable, Iterator
 import orjson
 
 from hfstream.errors import DataFormatError
-from hfstream.source import SourceSpec, compression_of
+from hfstream.source.spec import SourceSpec, compression_of
 
 Chunks = Iterator[list[Any]]
 _CHUNK_ROWS = 512

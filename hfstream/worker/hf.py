@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from hfstream.errors import DataFormatError, DatasetNotFoundError, OfflineError
-from hfstream.source import SourceSpec
+from hfstream.source.spec import SourceSpec
 from hfstream.worker.rows import Chunks, _every_nth, epoch_file_order, shard_mode, skip_rows
 
 _ITER_BATCH = 512

@@ -13,9 +13,9 @@ import traceback
 from collections import Counter
 from typing import Any, BinaryIO, Callable
 
-from hfstream import protocol
+from hfstream.source import wire as protocol
 from hfstream.errors import DataFormatError, EmptyDatasetError, HfStreamError
-from hfstream.source import Resolved, SourceSpec, resolve
+from hfstream.source.spec import Resolved, SourceSpec, resolve
 from hfstream.worker.rows import Chunks, local_shard_rows
 
 log = logging.getLogger("hfstream.worker")

@@ -11,7 +11,7 @@ import random
 from typing import Any, Callable, Iterator
 
 from hfstream.errors import ConfigError
-from hfstream.source import SourceSpec
+from hfstream.source.spec import SourceSpec
 
 Chunks = Iterator[list[Any]]
 #: (path, spec, skip hint) -> (rows jumped, chunks of the rest)

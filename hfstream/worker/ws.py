@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from hfstream.eir.client import EirClient, EirServerError, ServerUnavailable, redact
 from hfstream.errors import ConfigError, DataFormatError, EmptyDatasetError, OfflineError
-from hfstream.source import SourceSpec
+from hfstream.source.spec import SourceSpec
 from hfstream.worker.rows import Chunks
 
 log = logging.getLogger("hfstream.worker.ws")

@@ -21,8 +21,8 @@ from typing import Any, Iterator
 from torch.utils.data import IterableDataset, get_worker_info
 
 from hfstream.errors import HfStreamError, StateError
-from hfstream.loader import rows_to_batch
-from hfstream.pipeline import TokenPipeline, derive_seed
+from hfstream.loader.loader import rows_to_batch
+from hfstream.loader.pipeline import TokenPipeline, derive_seed
 
 
 class StreamingTextDataset(IterableDataset):
@@ -50,7 +50,7 @@ class StreamingTextDataset(IterableDataset):
         self.rotation = 0                              # physical worker i plays logical (i + rotation) % n
 
     def _pipeline(self, logical: int, num_workers: int) -> TokenPipeline:
-        from hfstream.corpus import HuggingFaceStreamingCorpus
+        from hfstream.source.corpus import HuggingFaceStreamingCorpus
 
         options = dict(self.corpus_options)
         base_shard, base_num = options.pop("shard", 0), options.pop("num_shards", 1)

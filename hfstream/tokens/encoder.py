@@ -31,11 +31,11 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 from tokenizers import Tokenizer
 
-from hfstream.encode_jobs import EncodeJob, groups, tokenizer_pool
+from hfstream.tokens.jobs import EncodeJob, groups, tokenizer_pool
 from hfstream.errors import ConfigError, DataFormatError
-from hfstream.tiktoken_bridge import NotConvertible, TiktokenBPE, build_tiktoken_bpe
+from hfstream.tokens.tiktoken_bridge import NotConvertible, TiktokenBPE, build_tiktoken_bpe
 
-logger = logging.getLogger("hfstream.tokenization")
+logger = logging.getLogger("hfstream.tokens.encoder")
 
 Backend = Literal["auto", "tokenizers", "tiktoken"]
 BACKENDS: tuple[str, ...] = ("auto", "tokenizers", "tiktoken")

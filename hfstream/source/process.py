@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from hfstream import protocol
-from hfstream.source import SourceSpec
+from hfstream.source import wire as protocol
+from hfstream.source.spec import SourceSpec
 
 log = logging.getLogger("hfstream.worker")
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

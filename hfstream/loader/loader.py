@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from hfstream.errors import ConfigError, StateError
-from hfstream.pipeline import IterableSource, TokenPipeline
+from hfstream.loader.pipeline import IterableSource, TokenPipeline
 
 log = logging.getLogger("hfstream.loader")
 STATE_VERSION = 1
@@ -119,7 +119,7 @@ class StreamingTextDataLoader:
                  state_every: int = 256, multiprocessing_context: str | None = None,
                  mix_by: str = "samples", epoch_size: int | str | None = None,
                  batching_method: str = "random", wrap_source: Any = None, **corpus_options: Any):
-        from hfstream.tokenization import TextEncoder
+        from hfstream.tokens.encoder import TextEncoder
 
         for key, value in (("batch_size", batch_size), ("seq_len", seq_len), ("prefetch", prefetch)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -135,7 +135,7 @@ class StreamingTextDataLoader:
                               "each worker process opens its own shard: pass the dataset name and corpus options")
         self.num_workers = num_workers
         if num_workers:
-            from hfstream.source import make_spec
+            from hfstream.source.spec import make_spec
 
             self.source, self._owns_source = None, False
             self._spec = make_spec(source, **corpus_options)  # validates the options here
@@ -148,7 +148,7 @@ class StreamingTextDataLoader:
                 raise ConfigError(f"batching_method={batching_method!r} with mix_by='samples'",
                                   "batch composition is defined on training rows: use mix_by='tokens' "
                                   "(budgets in tokens), or batching_method='random'")
-            from hfstream.mixing import MixedSource
+            from hfstream.mixing.streams import MixedSource
 
             source = MixedSource(list(source), epoch_size=epoch_size, seed=seed,
                                  rank=corpus_options.pop("shard", 0),
@@ -176,7 +176,7 @@ class StreamingTextDataLoader:
         self.prefetch, self.pin_memory = prefetch, pin_memory
         self.device = torch.device(device) if device is not None else None
         if num_workers:
-            from hfstream.loader_workers import StreamingTextDataset, WorkerTracker
+            from hfstream.loader.workers import StreamingTextDataset, WorkerTracker
 
             self.pipeline = None
             self._dataset = StreamingTextDataset(source, self.encoder, batch_size, seq_len, shuffle_buffer_size,
@@ -187,7 +187,7 @@ class StreamingTextDataLoader:
             self._mp_context = multiprocessing_context
             self._dl_iter: Any = None
         elif row_mix:
-            from hfstream.mixed_pipeline import RowMixer
+            from hfstream.loader.row_mixer import RowMixer
 
             self.pipeline = self.source = RowMixer(
                 list(source), self.encoder, batch_size, seq_len, epoch_size=epoch_size, seed=seed,
@@ -255,7 +255,7 @@ class StreamingTextDataLoader:
         if self._dl_iter is None:
             from torch.utils.data import DataLoader
 
-            from hfstream.loader_workers import as_is
+            from hfstream.loader.workers import as_is
 
             # as_is: items are tensors already; torch's default conversion would also turn the
             # numpy arrays of every anchor state into tensors.
@@ -434,7 +434,7 @@ def _ids(out: Any) -> tuple[np.ndarray, ...]:
 
 
 def _as_source(source: Any, corpus_options: dict[str, Any]) -> tuple[Any, bool]:
-    from hfstream.corpus import HuggingFaceStreamingCorpus
+    from hfstream.source.corpus import HuggingFaceStreamingCorpus
 
     if isinstance(source, str):
         # Batches of 256 documents: tokenization starts sooner and overlaps reading more finely.

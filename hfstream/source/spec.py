@@ -12,7 +12,7 @@ from typing import Any, Literal, Union
 
 import orjson
 
-from hfstream import builtin
+from hfstream.source import builtin
 from hfstream.errors import ConfigError, DataFormatError, DatasetNotFoundError
 
 Format = Literal["parquet", "json", "text", "csv", "arrow"]

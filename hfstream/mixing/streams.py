@@ -86,7 +86,7 @@ class Stream:
 
     def open(self, **overrides: Any) -> Any:
         """The stream's document source (a HuggingFaceStreamingCorpus unless a registered class)."""
-        from hfstream.corpus import HuggingFaceStreamingCorpus
+        from hfstream.source.corpus import HuggingFaceStreamingCorpus
 
         return HuggingFaceStreamingCorpus(self.dataset, **{**self.source_options, **overrides})
 
@@ -436,7 +436,7 @@ def count_documents(stream: Stream) -> int:
     Raises:
         ConfigError: hub and ws:// streams cannot be counted here (pass ``size=``).
     """
-    from hfstream.source import make_spec, resolve
+    from hfstream.source.spec import make_spec, resolve
 
     spec = make_spec(stream.dataset, **{k: v for k, v in stream.source_options.items()
                                         if k not in ("shard", "num_shards", "epochs", "max_samples")})
@@ -445,7 +445,7 @@ def count_documents(stream: Stream) -> int:
                           "local files, so it cannot be counted here",
                           "pass size=N on the stream (its dataset card gives it), use choose=N, "
                           "or proportion=... with an explicit epoch_size")
-    from hfstream.corpus import HuggingFaceStreamingCorpus
+    from hfstream.source.corpus import HuggingFaceStreamingCorpus
 
     with HuggingFaceStreamingCorpus(stream.dataset, **{**stream.source_options, "epochs": 1,
                                                        "shard": 0, "num_shards": 1}) as corpus:

@@ -14,10 +14,10 @@ from typing import Any, Iterable, Iterator, Protocol
 
 import numpy as np
 
-from hfstream.encode_jobs import EncodeJob
+from hfstream.tokens.jobs import EncodeJob
 from hfstream.errors import ConfigError, StateError
-from hfstream.packing import TokenPacker
-from hfstream.shuffle import ShuffleBuffer
+from hfstream.loader.packing import TokenPacker
+from hfstream.loader.shuffle import ShuffleBuffer
 
 STATE_VERSION = 1
 PIECE_CHARS = 1 << 20         # a document longer than this is tokenized in pieces

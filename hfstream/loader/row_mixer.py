@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from hfstream.errors import StateError
-from hfstream.mixing import ScheduleCursor, Stream, epoch_counts, parse_count, sorted_streams
-from hfstream.pipeline import TokenPipeline, derive_seed
+from hfstream.mixing.streams import ScheduleCursor, Stream, epoch_counts, parse_count, sorted_streams
+from hfstream.loader.pipeline import TokenPipeline, derive_seed
 
 log = logging.getLogger("hfstream.mixing")
 STATE_VERSION = 1

@@ -20,10 +20,10 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from hfstream.errors import ConfigError, EmptyDatasetError
-from hfstream.heldout import read_head, text_id
+from hfstream.source.heldout import read_head, text_id
 from hfstream.rundir import atomic_write_text, prepared_output_dir
 
-log = logging.getLogger("hfstream.tokenizer_trainer")
+log = logging.getLogger("hfstream.tokens.tokenizer_trainer")
 
 DEFAULT_SPECIAL_TOKENS: tuple[str, ...] = ("<|endoftext|>",)
 
@@ -197,7 +197,7 @@ def train_tokenizer_from_stream(dataset: Any, max_samples: int | None, vocab_siz
     checked before anything is read, and files are written atomically: a failed run leaves
     nothing behind.
     """
-    from hfstream.corpus import HuggingFaceStreamingCorpus
+    from hfstream.source.corpus import HuggingFaceStreamingCorpus
 
     check_bpe_args(vocab_size, min_frequency, special_tokens)
     if max_samples is not None and max_samples < 1:

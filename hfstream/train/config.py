@@ -315,7 +315,7 @@ def validate(config: Config) -> None:
         raise ConfigError(f"sample.top_k must be >= 1 or null, got {config.sample.top_k}",
                           "null samples from the whole vocabulary")
     if config.data.streams is not None:
-        from hfstream.mixing import sorted_streams
+        from hfstream.mixing.streams import sorted_streams
 
         sorted_streams(config.data.streams)  # weights, labels, stream classes: errors name the stream
     elif config.data.batching_method != "random" or config.data.mix_by != "samples":

@@ -5,8 +5,8 @@ directory and checkpoint -> the held-out slice -> the tokenizer (trained from th
 none is given) -> model and optimizer -> this rank's loader -> the loop (log, evaluate, sample,
 save) -> the final checkpoint, curve and summary.
 
-    from hfstream.config import load_config
-    from hfstream.trainer import train
+    from hfstream.train.config import load_config
+    from hfstream.train.trainer import train
     summary = train(load_config("configs/tiny.yaml"))
 
 Under ``torchrun --nproc_per_node=N`` each rank streams shard ``rank`` of ``N`` through its
@@ -34,12 +34,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from hfstream.checkpoint import CHECKPOINT_NAME, find_checkpoint, load_checkpoint, save_checkpoint
-from hfstream.config import Config, OptimConfig, config_to_dict, config_to_yaml
-from hfstream.distributed import Ranks, agree, broadcast_object, gather_objects, init_distributed
+from hfstream.train.checkpoint import CHECKPOINT_NAME, find_checkpoint, load_checkpoint, save_checkpoint
+from hfstream.train.config import Config, OptimConfig, config_to_dict, config_to_yaml
+from hfstream.train.distributed import Ranks, agree, broadcast_object, gather_objects, init_distributed
 from hfstream.errors import ConfigError, EmptyDatasetError, StateError
-from hfstream.heldout import ExcludingSource, heldout_fingerprint, pack_rows, read_head
-from hfstream.model import GPT
+from hfstream.source.heldout import ExcludingSource, heldout_fingerprint, pack_rows, read_head
+from hfstream.train.model import GPT
 from hfstream.rundir import MetricsLog, atomic_write_text, ensure_writable_dir, read_metrics
 
 log = logging.getLogger("hfstream.train")
@@ -381,13 +381,13 @@ def corpus_options(config: Config) -> dict[str, Any]:
 
 def read_heldout(config: Config) -> list[str]:
     """The first ``data.eval_docs`` documents of the whole stream (shard 0 of 1, epoch 0)."""
-    from hfstream.corpus import HuggingFaceStreamingCorpus
+    from hfstream.source.corpus import HuggingFaceStreamingCorpus
 
     d = config.data
     if not d.eval_docs:
         return []
     if d.streams:  # a mixture: the head of each stream, eval_docs split evenly between them
-        from hfstream.mixing import sorted_streams
+        from hfstream.mixing.streams import sorted_streams
 
         streams = sorted_streams(d.streams)
         per_stream = -(-d.eval_docs // len(streams))
@@ -410,8 +410,8 @@ def prepare_tokenizer(config: Config, ddp: Ranks, output: Path, heldout: list[st
     A trained tokenizer never sees the held-out documents and is saved as OUTPUT/tokenizer.json;
     rank 0 trains it and sends it to the other ranks.
     """
-    from hfstream.tokenization import TextEncoder
-    from hfstream.tokenizer_trainer import save_tokenizer, tokenizer_from_json
+    from hfstream.tokens.encoder import TextEncoder
+    from hfstream.tokens.tokenizer_trainer import save_tokenizer, tokenizer_from_json
 
     tc = config.tokenizer
     own = output / "tokenizer.json"
@@ -434,8 +434,8 @@ def prepare_tokenizer(config: Config, ddp: Ranks, output: Path, heldout: list[st
 
 def train_tokenizer_now(config: Config, output: Path, heldout: list[str]) -> str:
     """Train the run's tokenizer from the stream (rank 0); returns its JSON."""
-    from hfstream.heldout import text_id
-    from hfstream.tokenizer_trainer import save_tokenizer, train_from_corpus
+    from hfstream.source.heldout import text_id
+    from hfstream.tokens.tokenizer_trainer import save_tokenizer, train_from_corpus
 
     tc, d = config.tokenizer, config.data
     held = {text_id(x) for x in heldout}
@@ -455,8 +455,8 @@ def train_tokenizer_now(config: Config, output: Path, heldout: list[str]) -> str
 def tokenizer_source(config: Config, num_heldout: int) -> Any:
     """The documents a tokenizer is trained on: the dataset, or the mixture mixed by documents
     (relative weights kept, absolute ones made equal, ``tokenizer.max_samples`` per epoch)."""
-    from hfstream.corpus import HuggingFaceStreamingCorpus
-    from hfstream.mixing import MixedSource
+    from hfstream.source.corpus import HuggingFaceStreamingCorpus
+    from hfstream.mixing.streams import MixedSource
 
     d = config.data
     if not d.streams:
@@ -471,8 +471,8 @@ def tokenizer_source(config: Config, num_heldout: int) -> Any:
 
 def make_loader(config: Config, ddp: Ranks, encoder: Any, heldout: list[str], device: torch.device):
     """This rank's StreamingTextDataLoader over shard ``rank`` of ``world_size``, held-out docs excluded."""
-    from hfstream.corpus import HuggingFaceStreamingCorpus
-    from hfstream.loader import StreamingTextDataLoader
+    from hfstream.source.corpus import HuggingFaceStreamingCorpus
+    from hfstream.loader.loader import StreamingTextDataLoader
 
     d, t = config.data, config.train
     if d.streams and d.mix_by == "tokens":  # one pipeline per stream; every row from one stream
@@ -482,7 +482,7 @@ def make_loader(config: Config, ddp: Ranks, encoder: Any, heldout: list[str], de
             batching_method=d.batching_method, shard=ddp.rank, num_shards=ddp.world_size, epochs=d.epochs,
             wrap_source=lambda source: ExcludingSource(source, heldout))
     if d.streams:
-        from hfstream.mixing import MixedSource
+        from hfstream.mixing.streams import MixedSource
 
         corpus: Any = MixedSource(d.streams, epoch_size=d.epoch_size, seed=t.seed, rank=ddp.rank,
                                   world_size=ddp.world_size, epochs=d.epochs)
@@ -674,7 +674,7 @@ def restore_rng(rank_state: dict[str, Any]) -> None:
 
 
 def plot(output: Path, config: Config) -> None:
-    from hfstream.plotting import plot_training_curve
+    from hfstream.train.plotting import plot_training_curve
 
     m = config.model
     title = f"{config.data.dataset}: {m.n_layer} layers x {m.n_embd} (seq {m.seq_len})"

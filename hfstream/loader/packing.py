@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from hfstream.native import load
 
 if TYPE_CHECKING:
-    from hfstream._packing_py import TokenPacker
+    from hfstream.loader._packing_py import TokenPacker
 else:
-    TokenPacker = load("_packing", "hfstream._packing_py").TokenPacker
+    TokenPacker = load("_packing", "hfstream.loader._packing_py").TokenPacker
 
 __all__ = ["TokenPacker"]

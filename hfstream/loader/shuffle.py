@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from hfstream.native import load
 
 if TYPE_CHECKING:
-    from hfstream._shuffle_py import ShuffleBuffer
+    from hfstream.loader._shuffle_py import ShuffleBuffer
 else:
-    ShuffleBuffer = load("_shuffle", "hfstream._shuffle_py").ShuffleBuffer
+    ShuffleBuffer = load("_shuffle", "hfstream.loader._shuffle_py").ShuffleBuffer
 
 __all__ = ["ShuffleBuffer"]

@@ -9,10 +9,10 @@ from collections import Counter
 from typing import Any, Iterator
 
 from hfstream.errors import ERROR_TYPES, ConfigError, StateError, WorkerError
-from hfstream.source import SourceSpec, make_spec, resolve
-from hfstream.workerproc import WorkerProcess
+from hfstream.source.spec import SourceSpec, make_spec, resolve
+from hfstream.source.process import WorkerProcess
 
-log = logging.getLogger("hfstream.corpus")
+log = logging.getLogger("hfstream.source.corpus")
 STATE_VERSION = 1
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from hfstream.config import ModelConfig
+from hfstream.train.config import ModelConfig
 from hfstream.errors import ConfigError
 
 

@@ -1,0 +1,1 @@
+"""Token batches for training: tokenize, shuffle, pack, and the producers that run it."""

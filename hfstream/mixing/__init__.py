@@ -1,0 +1,1 @@
+"""Several sources as one: streams and their weights, schedules, the document mixture."""

@@ -1,0 +1,1 @@
+"""Text to token ids: the encoder and its backends, tokenizer threads, tokenizer training."""
