@@ -1,4 +1,4 @@
-"""Native token packer; hfstream/_packing_py.py is the spec it matches exactly."""
+"""Native token packer; hfstream/loader/_packing_py.py is the spec it matches exactly."""
 
 from libc.stdint cimport int32_t, int64_t, uint32_t
 from libc.string cimport memcpy, memmove
@@ -7,11 +7,11 @@ import numpy as np
 
 # Argument, state and token checks are shared with the twin so that errors read the same.
 from hfstream.loader._packing_py import (as_token_array, check_settings, check_state, grown_size,
-                                  size_hint)
+                                         size_hint)
 
 
 cdef class TokenPacker:
-    """Pack token ids into (B, T+1) int64 batches; see ``hfstream._packing_py.TokenPacker``."""
+    """Pack token ids into (B, T+1) int64 batches; see ``hfstream.loader._packing_py.TokenPacker``."""
 
     cdef dict _settings
     cdef readonly Py_ssize_t batch_size

@@ -1,11 +1,11 @@
-"""Native shuffle buffer; hfstream/_shuffle_py.py is the spec it matches exactly."""
+"""Native shuffle buffer; hfstream/loader/_shuffle_py.py is the spec it matches exactly."""
 
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.stdint cimport int64_t, uint64_t
 
 # Argument and state checks are shared with the twin so that errors read the same.
-from hfstream.loader._shuffle_py import check_int, check_state
-from hfstream.errors import ConfigError
+from hfstream.errors import ConfigError, check_int
+from hfstream.loader._shuffle_py import check_state
 
 _MASK64 = (1 << 64) - 1
 
@@ -19,7 +19,7 @@ cdef inline uint64_t _splitmix64(uint64_t* state) noexcept nogil:
 
 
 cdef class ShuffleBuffer:
-    """Count- and byte-bounded shuffle buffer; see ``hfstream._shuffle_py.ShuffleBuffer``."""
+    """Count- and byte-bounded shuffle buffer; see ``hfstream.loader._shuffle_py.ShuffleBuffer``."""
 
     cdef readonly Py_ssize_t capacity
     cdef Py_ssize_t _warmup

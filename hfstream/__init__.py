@@ -11,12 +11,14 @@ __version__ = "0.1.0"
 # (no torch, no datasets, no tokenizers until a name that needs them is used).
 _EXPORTS = {
     "HuggingFaceStreamingCorpus": "hfstream.source.corpus",
+    "DocumentSource": "hfstream.source.base",
     "SourceSpec": "hfstream.source.spec",
+    "open_source": "hfstream.sources",
     "StreamingTextDataLoader": "hfstream.loader.loader",
-    "Batch": "hfstream.loader.loader",
+    "Batch": "hfstream.loader.batch",
     "TextEncoder": "hfstream.tokens.encoder",
     "Stream": "hfstream.mixing.streams",
-    "MixedSource": "hfstream.mixing.streams",
+    "MixedSource": "hfstream.mixing.documents",
     "register_stream": "hfstream.mixing.streams",
     "WorkerError": "hfstream.errors",
     "HfStreamError": "hfstream.errors",

@@ -1,4 +1,4 @@
-"""Type stub for the native token packer (ext/_packing.pyx); the twin is hfstream._packing_py."""
+"""Type stub for the native token packer (ext/_packing.pyx); the twin is hfstream.loader._packing_py."""
 
 from typing import Any, Sequence
 

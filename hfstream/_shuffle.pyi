@@ -1,4 +1,4 @@
-"""Type stub for the native shuffle buffer (ext/_shuffle.pyx); the twin is hfstream._shuffle_py."""
+"""Type stub for the native shuffle buffer (ext/_shuffle.pyx); the twin is hfstream.loader._shuffle_py."""
 
 from typing import Any
 

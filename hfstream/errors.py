@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 
 class HfStreamError(Exception):
     """Base class of all hfstream errors.
@@ -65,3 +67,23 @@ ERROR_TYPES: dict[str, type[HfStreamError]] = {
     for cls in (HfStreamError, ConfigError, DatasetNotFoundError, DataFormatError,
                 EmptyDatasetError, OfflineError, StateError, WorkerError)
 }
+
+
+def check_int(name: str, value: object, minimum: int | None = None, hint: str | None = None) -> int:
+    """``value`` as an int (numpy integers accepted, bools refused), else a ConfigError naming ``name``.
+
+    The one integer-argument check of the package: every option, setting and constructor
+    argument that must be a whole number (at least ``minimum``) goes through it.
+    """
+    at_least = "" if minimum is None else f" >= {minimum}"
+    ok = not isinstance(value, bool)
+    if ok:
+        try:
+            value = operator.index(value)  # type: ignore[arg-type]
+        except TypeError:
+            ok = False
+    if not ok or (minimum is not None and value < minimum):  # type: ignore[operator]
+        raise ConfigError(f"{name} must be an integer{at_least}, got {value!r}"
+                          + ("" if ok else f" ({type(value).__name__})"),
+                          hint or f"pass {name} as a whole number{at_least}")
+    return value  # type: ignore[return-value]

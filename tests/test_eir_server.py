@@ -509,7 +509,7 @@ def test_hfstream_serve_fails_fast_on_a_bad_dataset(tmp_path, capsys):
 
 
 def test_a_mixture_is_served_and_rewinds_exactly(tmp_path):
-    from hfstream.mixing.streams import MixedSource
+    from hfstream.mixing.documents import MixedSource
 
     a = write_jsonl(tmp_path / "a.jsonl", [{"text": f"alpha {i}"} for i in range(7)])
     b = write_jsonl(tmp_path / "b.jsonl", [{"text": f"beta {i}"} for i in range(5)])

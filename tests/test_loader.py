@@ -106,13 +106,14 @@ def test_resume_exact_from_a_list_source(tokenizer_path):
 
 
 def test_texts_tokenized_ahead_are_not_in_the_state_and_are_read_again(tokenizer_path):
-    from hfstream.loader.pipeline import IterableSource, TokenPipeline
+    from hfstream.loader.pipeline import TokenPipeline
+    from hfstream.source.memory import IterableSource
 
     texts = make_texts(600, seed=5)
     encoder = TextEncoder(tokenizer_path)
 
     def pipeline():
-        return TokenPipeline(IterableSource(texts, batch_size=50), encoder, B, T, shuffle_buffer_size=40,
+        return TokenPipeline(IterableSource(texts, texts_per_chunk=50), encoder, B, T, shuffle_buffer_size=40,
                              seed=1, shuffle_warmup=10)
 
     def rest(p):
@@ -133,7 +134,7 @@ def test_texts_tokenized_ahead_are_not_in_the_state_and_are_read_again(tokenizer
     second.load_state_dict(state)
     again = rest(second)
     assert len(again) == len(expected) > 10
-    assert all(np.array_equal(a, b) for a, b in zip(again, expected))
+    assert all(np.array_equal(a.tokens, b.tokens) for a, b in zip(again, expected))
 
 
 def test_state_restores_prefetched_batches_too(docs_file, tokenizer_path):

@@ -13,7 +13,8 @@ import torch
 from conftest import make_texts, write_jsonl
 from hfstream import MixedSource, Stream, StreamingTextDataLoader, register_stream
 from hfstream.errors import ConfigError
-from hfstream.mixing.streams import epoch_labels, parse_count
+from hfstream.mixing.schedule import epoch_labels
+from hfstream.mixing.streams import parse_count
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from conftest import make_texts, train_small_tokenizer, write_jsonl
 from hfstream.train.checkpoint import load_checkpoint
 from hfstream.cli.train import main
 from hfstream.errors import EmptyDatasetError
-from hfstream.source.heldout import ExcludingSource, pack_rows, text_id
+from hfstream.source.heldout import ExcludingSource, text_id
+from hfstream.train.evaluate import pack_rows
 from hfstream.rundir import read_metrics
 from hfstream.tokens.encoder import TextEncoder
 

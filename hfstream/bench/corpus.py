@@ -54,7 +54,8 @@ def hfstream_throughput(dataset: str, epochs: int, per_document: bool) -> tuple[
 
 def datasets_baseline(dataset: str, epochs: int) -> dict[str, float]:
     """``import datasets`` + ``load_dataset(streaming=True)`` time, then batched iteration."""
-    from hfstream.source.spec import SourceSpec, resolve
+    from hfstream.source.resolve import resolve
+    from hfstream.source.spec import SourceSpec
 
     resolved = resolve(SourceSpec(dataset))
     t0 = time.perf_counter()

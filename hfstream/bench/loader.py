@@ -142,7 +142,8 @@ def run_hf_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from tokenizers import Tokenizer
 
-    from hfstream.source.spec import SourceSpec, resolve
+    from hfstream.source.resolve import resolve
+    from hfstream.source.spec import SourceSpec
 
     tokenizer = Tokenizer.from_file(args.tokenizer)
     block = args.seq_len + 1

@@ -1,11 +1,14 @@
-"""The ``hfstream`` command: look at and measure any dataset through the streaming worker.
+"""The ``hfstream`` command: look at, measure and serve any dataset through the streaming worker.
 
 Usage::
 
     hfstream head --dataset builtin:python-docs -n 3        # print the first documents
     hfstream scan --dataset 'data/*.parquet' --epochs 2     # stream through, docs/s and MB/s
+    hfstream serve --dataset builtin:python-docs            # serve it to EIR over WebSocket
     hfstream datasets                                       # list the built-in corpora
-    hfstream bench corpus                                   # the corpus benchmark
+    hfstream bench corpus|loader|serve                      # the benchmarks (hfstream bench loader --help)
+
+``-v`` (debug logging, the worker's output) works before or after the subcommand.
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ import time
 
 import orjson
 
+from hfstream.bench import BENCHMARKS
 from hfstream.cli import serve
-from hfstream.cli.options import add_mixture_args, add_source_args, open_source
-from hfstream.errors import HfStreamError
+from hfstream.cli.common import run_main
+from hfstream.cli.options import add_mixture_args, add_source_args, open_source_from_args
 
 
 def cmd_head(args: argparse.Namespace) -> int:
     limit = args.n if args.max_samples is None else min(args.n, args.max_samples)
-    with open_source(args, max_samples=limit) as source:
+    with open_source_from_args(args, args.batch_size, max_samples=limit) as source:
         for i, text in zip(range(limit), source.stream()):
             if args.json:
                 sys.stdout.write(orjson.dumps({"text": text}).decode() + "\n")
@@ -40,7 +44,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     docs = nbytes = 0
     first = None
-    with open_source(args) as corpus, progress_bar(total=args.max_samples, unit="doc", unit_scale=True,
+    with open_source_from_args(args, args.batch_size) as corpus, progress_bar(total=args.max_samples, unit="doc", unit_scale=True,
                                                disable=args.quiet, smoothing=0.1) as bar:
         for batch in corpus.stream_batches():
             if first is None:
@@ -51,10 +55,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
             bar.update(len(batch))
             elapsed = time.perf_counter() - t0
             bar.set_postfix_str(f"{nbytes / 1e6 / elapsed:,.1f} MB/s", refresh=False)
-        skipped = dict(getattr(corpus, "skipped", {}))
-        restarts = getattr(corpus, "num_restarts", 0)
-        if hasattr(corpus, "proportions"):
-            print(f"realized proportions: {corpus.proportions()}", file=sys.stderr)
+        stats = corpus.stats()
+        skipped, restarts = stats.get("skipped", {}), stats.get("restarts", 0)
+        if "shares" in stats:
+            print(f"realized proportions: {stats['shares']}", file=sys.stderr)
     elapsed = time.perf_counter() - t0
     summary = {"documents": docs, "mb": round(nbytes / 1e6, 2), "seconds": round(elapsed, 3),
                "docs_per_s": round(docs / elapsed, 1), "mb_per_s": round(nbytes / 1e6 / elapsed, 1),
@@ -78,19 +82,20 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from hfstream.bench import BENCHMARKS
-
     return BENCHMARKS[args.which](args.rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hfstream.bench import BENCHMARKS
-
     parser = argparse.ArgumentParser(prog="hfstream", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log worker output")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (the worker's output too)")
+    # The same flag after the subcommand (`hfstream serve -v`); SUPPRESS keeps a -v given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="debug logging (the worker's output too)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=lambda **kw: argparse.ArgumentParser(parents=[common], **kw))
 
     head = sub.add_parser("head", help="print the first N documents of a dataset")
     add_source_args(head, dataset_required=False)
@@ -98,13 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     head.add_argument("-n", type=int, default=5, help="documents to print")
     head.add_argument("--chars", type=int, default=600, help="truncate each document (0: full text)")
     head.add_argument("--json", action="store_true", help="print JSON lines {\"text\": ...}")
-    head.add_argument("--batch-size", type=int, default=64)
+    head.add_argument("--batch-size", type=int, default=64, help="documents per worker message")
     head.set_defaults(func=cmd_head)
 
     scan = sub.add_parser("scan", help="stream through a dataset, reporting documents/s and MB/s")
     add_source_args(scan, dataset_required=False)
     add_mixture_args(scan)
-    scan.add_argument("--batch-size", type=int, default=1000)
+    scan.add_argument("--batch-size", type=int, default=1000, help="documents per worker message")
     scan.add_argument("--json", action="store_true", help="print the summary as JSON")
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     scan.set_defaults(func=cmd_scan)
@@ -114,9 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve.register(sub)
 
-    bench = sub.add_parser("bench", help="run a benchmark program (hfstream bench corpus --help)")
-    bench.add_argument("which", choices=sorted(BENCHMARKS))
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench = sub.add_parser("bench", help=f"run a benchmark program: {', '.join(sorted(BENCHMARKS))}",
+                           description="Run a benchmark program; each prints figures and ratios measured "
+                                       "side by side in one run. `hfstream bench NAME --help` for its options.")
+    bench.add_argument("which", choices=sorted(BENCHMARKS), metavar="NAME",
+                       help=f"the benchmark: {', '.join(sorted(BENCHMARKS))}")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options")
     bench.set_defaults(func=cmd_bench)
     return parser
 
@@ -125,16 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(name)s %(levelname)s: %(message)s")
-    try:
-        return args.func(args)
-    except HfStreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `hfstream head ... | head -3`
-        return 0
+    return run_main(lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -1,99 +1,79 @@
-"""Source options shared by every CLI: one flag per SourceSpec field."""
+"""Source options shared by every CLI: one flag per SourceSpec field, generated from its type and help."""
 
 from __future__ import annotations
 
 import argparse
+import typing
 from typing import Any
+
+from hfstream.errors import ConfigError
+from hfstream.mixing.streams import load_mixture_file
+from hfstream.source.base import DocumentSource
+from hfstream.source.spec import SourceOption, source_options
+from hfstream.sources import open_source
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a source option: ``text_column`` -> ``--text-column``."""
+    return "--" + name.replace("_", "-")
 
 
 def add_source_args(parser: argparse.ArgumentParser, dataset_required: bool = True) -> None:
-    """Add ``--dataset`` and the source options (flags mirror SourceSpec fields)."""
-    g = parser.add_argument_group("source")
-    g.add_argument("--dataset", required=dataset_required,
-                   help="hub id, local file/glob/directory, or builtin:python-docs")
-    g.add_argument("--split", default="train")
-    g.add_argument("--name", default=None, help="hub config name (e.g. sample-10BT)")
-    g.add_argument("--data-files", nargs="+", default=None, help="files for a format name or hub dataset")
-    g.add_argument("--revision", default=None)
-    g.add_argument("--text-column", default="text")
-    g.add_argument("--min-length", type=int, default=1, help="skip documents shorter than this (chars)")
-    g.add_argument("--max-samples", type=int, default=None, help="stop after this many documents")
-    g.add_argument("--epochs", type=int, default=1, help="passes over the data (0: repeat forever)")
-    g.add_argument("--shard", type=int, default=0)
-    g.add_argument("--num-shards", type=int, default=1)
-    g.add_argument("--shard-by", choices=["auto", "files", "rows"], default="auto")
-    g.add_argument("--seed", type=int, default=None, help="shuffle the file order per epoch")
-    g.add_argument("--strict", action="store_true", help="error on null/non-string text instead of skipping")
-    g.add_argument("--sample-by", choices=["line", "paragraph", "document"], default="line",
-                   help="text files: one document per line, paragraph or file")
-    g.add_argument("--encoding-errors", choices=["strict", "replace", "ignore"], default="strict")
-    g.add_argument("--format", default=None, choices=["parquet", "json", "text", "csv", "arrow"])
-    g.add_argument("--reader", choices=["auto", "fast", "datasets"], default="auto")
-    g.add_argument("--ws-field", default=None,
-                   help="ws:// datasets: the sample field holding the text (default: detected)")
+    """Add ``--dataset`` and every other source option (``--split``, ``--text-column``, ...)."""
+    group = parser.add_argument_group("source (the options of HuggingFaceStreamingCorpus)")
+    for opt in source_options():
+        group.add_argument(flag_of(opt.name), dest=opt.name, **_argument(opt, dataset_required))
 
 
-def source_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The SourceSpec keyword arguments from parsed flags (without ``dataset``)."""
-    data_files = args.data_files
-    if data_files is not None and len(data_files) == 1:
-        data_files = data_files[0]
-    return {"split": args.split, "name": args.name, "data_files": data_files, "revision": args.revision,
-            "text_column": args.text_column, "min_length": args.min_length,
-            "max_samples": args.max_samples, "epochs": args.epochs or None, "shard": args.shard,
-            "num_shards": args.num_shards, "shard_by": args.shard_by, "seed": args.seed,
-            "strict": args.strict, "sample_by": args.sample_by,
-            "encoding_errors": args.encoding_errors, "format": args.format, "reader": args.reader,
-            "ws_field": args.ws_field}
+def _argument(opt: SourceOption, dataset_required: bool) -> dict[str, Any]:
+    """argparse keywords for one option, from its annotation: bool, choices, a list, an int, a str."""
+    if opt.name == "dataset":
+        return {"required": dataset_required, "default": None, "help": opt.help}
+    if opt.name == "epochs":  # None (repeat forever) is spelled 0 on the command line
+        return {"type": int, "default": opt.default, "help": f"{opt.help} (default: {opt.default})"}
+    default = f" (default: {opt.default})" if opt.default not in (None, False) else ""
+    kwargs: dict[str, Any] = {"default": opt.default, "help": opt.help + default}
+    types = [t for t in typing.get_args(opt.annotation) if t is not type(None)] or [opt.annotation]
+    if opt.annotation is bool:
+        kwargs["action"] = "store_true"
+    elif opt.choices is not None:
+        kwargs["choices"] = [c for c in opt.choices if c is not None]
+    elif any(typing.get_origin(t) is list for t in types):
+        kwargs.update(nargs="+", metavar=opt.name.upper())
+    elif int in types:
+        kwargs["type"] = int
+    return kwargs
+
+
+def source_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The SourceSpec keyword arguments the flags set (without ``dataset``)."""
+    given = vars(args)
+    options = {opt.name: given[opt.name] for opt in source_options()
+               if opt.name != "dataset" and opt.name in given}
+    if isinstance(options.get("data_files"), list) and len(options["data_files"]) == 1:
+        options["data_files"] = options["data_files"][0]
+    if options.get("epochs") == 0:
+        options["epochs"] = None
+    return options
 
 
 def add_mixture_args(parser: argparse.ArgumentParser) -> None:
-    """``--streams FILE``: a YAML/JSON mixture instead of one ``--dataset``."""
+    """``--streams FILE``: a YAML mixture instead of one ``--dataset``."""
     parser.add_argument("--streams", default=None, metavar="FILE",
                         help="a YAML/JSON mixture: {streams: [{dataset: ..., proportion: ...}, ...], "
                              "epoch_size: ..., seed: ...} (MosaicML vocabulary)")
 
 
-def load_mixture_file(path: str) -> dict[str, Any]:
-    """Read a mixture file: a list of streams, or a mapping with ``streams`` and mixture options."""
-    from pathlib import Path
+def open_source_from_args(args: argparse.Namespace, docs_per_message: int = 1000,
+                          **overrides: Any) -> DocumentSource:
+    """The document source the flags describe: a mixture (``--streams``) or one dataset.
 
-    import yaml
-
-    from hfstream.errors import ConfigError
-
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read the mixture file {path!r}: {exc}",
-                          "write it as YAML: streams: [{dataset: a.jsonl, proportion: 0.3}, ...]") from None
-    if isinstance(data, list):
-        data = {"streams": data}
-    if not isinstance(data, dict) or not isinstance(data.get("streams"), list):
-        raise ConfigError(f"{path!r} has no 'streams' list",
-                          "write: streams: [{dataset: a.jsonl, proportion: 0.3}, {dataset: b.jsonl, proportion: 0.7}]")
-    allowed = {"streams", "epoch_size", "seed", "batching_method", "batch_size", "epochs"}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} in the mixture file {path!r}",
-                          f"valid keys: {', '.join(sorted(allowed))}")
-    return data
-
-
-def open_source(args: argparse.Namespace, **overrides: Any) -> Any:
-    """The document source the flags describe: a mixture (``--streams``) or one corpus."""
-    from hfstream.errors import ConfigError
-
-    if getattr(args, "streams", None):
-        from hfstream.mixing.streams import MixedSource
-
-        mixture = load_mixture_file(args.streams)
-        mixture.setdefault("epochs", overrides.get("epochs", args.epochs or None))
-        return MixedSource(mixture.pop("streams"), **mixture)
+    Raises:
+        ConfigError: neither ``--dataset`` nor ``--streams`` was given.
+    """
+    options = {**source_kwargs(args), **overrides}
+    if args.streams:
+        return open_source(load_mixture_file(args.streams), mixture_defaults={"epochs": options["epochs"]})
     if not args.dataset:
         raise ConfigError("no data given", "pass --dataset DATASET (or --streams mixture.yaml)")
-    from hfstream.source.corpus import HuggingFaceStreamingCorpus
-
-    options = source_options(args)
-    options.update(overrides)
-    return HuggingFaceStreamingCorpus(args.dataset, batch_size=getattr(args, "batch_size", 1000), **options)
+    return open_source(args.dataset, batch_size=docs_per_message, **options)

@@ -18,7 +18,7 @@ import argparse
 import logging
 import os
 
-from hfstream.cli.options import add_mixture_args, add_source_args, open_source
+from hfstream.cli.options import add_mixture_args, add_source_args, open_source_from_args
 
 TOKEN_ENV = "HFSTREAM_WS_TOKEN"
 
@@ -76,9 +76,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size, max_message_bytes=args.max_message_bytes,
         max_connections=args.max_connections, allowed_origins=tuple(args.allow_origin),
         ping_interval=args.ping_interval or None)
-    # A corpus or a mixture: the server takes anything with stream() and state_dict(). Its
-    # read-ahead is small since the server buffers samples itself.
+    # A corpus or a mixture: the server takes any DocumentSource. A corpus's read-ahead is small
+    # since the server buffers samples itself.
     overrides = {} if args.streams else {"queue_bytes": 16 << 20}
-    with open_source(args, **overrides) as source:
+    with open_source_from_args(args, args.batch_size, **overrides) as source:
         run_server(source, config, name=args.dataset or f"mixture {args.streams}")
     return 0

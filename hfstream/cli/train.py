@@ -9,7 +9,7 @@ Usage::
         --dataset_config_name sample-10BT --output_dir runs/gpt2
     torchrun --nproc_per_node=8 -m hfstream.cli.train --config configs/gpt-1b.yaml
 
-Settings come from the YAML config, then ``section.key=value`` overrides, then the flags below.
+Settings come from the YAML config, then ``section.key=value`` overrides, then the flags.
 Without ``--tokenizer`` (or ``tokenizer.path``) a tokenizer is first trained from the stream.
 Ctrl+C finishes the current step, writes a checkpoint and exits; ``--resume`` continues it.
 """
@@ -24,11 +24,14 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+from hfstream.cli.common import EXIT_SIGINT, EXIT_SIGTERM, run_main
 from hfstream.cli.options import add_source_args
-from hfstream.errors import ConfigError, HfStreamError
+from hfstream.errors import ConfigError
+from hfstream.train.config import config_to_yaml, data_source_keys, load_config
 
-# flag dest -> config key. Seed flags (--batch-size, --output, ...) and run_clm names both.
-FLAG_KEYS = {
+# flag dest -> config key: the training flags (seed names and run_clm names both), then every
+# source option the data section has (generated from SourceSpec, like the flags themselves).
+TRAIN_FLAG_KEYS = {
     "tokenizer": "tokenizer.path",
     "batch_size": "data.fetch_batch_size",
     "per_device_train_batch_size": "train.batch_size",
@@ -42,13 +45,8 @@ FLAG_KEYS = {
     "warmup_steps": "optim.warmup_steps",
     "seed": "train.seed",
     "device": "train.device",
-    # source flags (hfstream.cli.options) -> the data section
-    "dataset": "data.dataset", "split": "data.split", "name": "data.name",
-    "data_files": "data.data_files", "revision": "data.revision", "text_column": "data.text_column",
-    "min_length": "data.min_length", "max_samples": "data.max_samples", "epochs": "data.epochs",
-    "shard_by": "data.shard_by", "strict": "data.strict", "sample_by": "data.sample_by",
-    "encoding_errors": "data.encoding_errors", "format": "data.format", "reader": "data.reader",
 }
+FLAG_KEYS = {**TRAIN_FLAG_KEYS, **{key: f"data.{key}" for key in data_source_keys()}}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,8 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace) -> Any:
     """The config: the YAML file (or the resumed run's), then ``key=value``, then flags."""
-    from hfstream.train.config import load_config
-
     given = vars(args)
     for flag in ("shard", "num_shards"):
         if flag in given:
@@ -159,7 +155,7 @@ def _resumed_config(resume: Any, output: str | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with _logging_to_stderr(args.verbose):
-        return _run(args)
+        return run_main(lambda: _run(args), interrupted="aborted (no checkpoint written for the unfinished step)")
 
 
 @contextlib.contextmanager
@@ -186,32 +182,19 @@ def _logging_to_stderr(verbose: bool) -> Iterator[None]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        config = resolve_config(args)
-        if args.print_config:
-            from hfstream.train.config import config_to_yaml
+    from hfstream.train.report import done_line
+    from hfstream.train.trainer import train  # torch: only when training
 
-            print(config_to_yaml(config), end="")
-            return 0
-        from hfstream.train.trainer import train
-
-        summary = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
-    except HfStreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("aborted (no checkpoint written for the unfinished step)", file=sys.stderr)
-        return 130
+    config = resolve_config(args)
+    if args.print_config:
+        print(config_to_yaml(config), end="")
+        return 0
+    summary = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    code = {None: 0, "SIGTERM": EXIT_SIGTERM}.get(summary.get("stopped_by"), EXIT_SIGINT)
     if summary.get("world_size", 1) > 1 and not _is_rank0():
-        return 130 if summary["interrupted"] else 0
-    eval_text = (f"{summary['final_eval_loss']:.4f} (perplexity {summary['final_eval_ppl']:,.2f})"
-                 if summary["final_eval_loss"] is not None else "n/a")
-    train_text = f"{summary['final_train_loss']:.4f}" if summary["final_train_loss"] is not None else "n/a"
-    print(f"{'interrupted' if summary['interrupted'] else 'done'}: {summary['steps']} steps, "
-          f"{summary['tokens']:,} tokens in {summary['wall_s']:.1f}s; {summary['tokens_per_s']:,.0f} "
-          f"tokens/s, data wait {summary['data_wait_pct']:.2f}%; train loss {train_text}, eval loss "
-          f"{eval_text}; outputs in {summary['output_dir']}")
-    return 130 if summary["interrupted"] else 0
+        return code
+    print(summary["message"] if summary.get("complete") else done_line(summary))
+    return code
 
 
 def _is_rank0() -> bool:

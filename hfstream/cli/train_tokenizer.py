@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from dataclasses import asdict
 
-from hfstream.cli.options import add_mixture_args, add_source_args, open_source, source_options
-from hfstream.errors import ConfigError, HfStreamError
-from hfstream.tokens.tokenizer_trainer import DEFAULT_SPECIAL_TOKENS
+from hfstream.cli.common import run_main
+from hfstream.cli.options import add_mixture_args, add_source_args, open_source_from_args
+from hfstream.tokens.tokenizer_trainer import DEFAULT_SPECIAL_TOKENS, train_tokenizer_from_stream
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,27 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(name)s %(levelname)s: %(message)s")
-    from hfstream.tokens.tokenizer_trainer import train_tokenizer_from_stream
+    return run_main(lambda: _run(args), interrupted="interrupted: nothing was written")
 
-    options = source_options(args)
-    max_samples = options.pop("max_samples")
-    try:
-        source = open_source(args) if args.streams else args.dataset  # a mixture, or a dataset name
-        if source is None:
-            raise ConfigError("no data given", "pass --dataset DATASET (or --streams mixture.yaml)")
-        if args.streams:
-            options = {}
-        report = train_tokenizer_from_stream(
-            source, max_samples, args.vocab_size, args.output,
-            min_frequency=args.min_frequency, special_tokens=args.special_tokens,
-            holdout_samples=args.holdout_samples, progress=not args.quiet,
-            **({"batch_size": args.batch_size, **options} if not args.streams else {}))
-    except HfStreamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
-        return 130
+
+def _run(args: argparse.Namespace) -> int:
+    # The source first: a bad path or option fails before the output directory is created.
+    # max_samples counts trained documents (held-out ones aside), so the stream itself is unlimited.
+    source = open_source_from_args(args, args.batch_size, max_samples=None)
+    report = train_tokenizer_from_stream(
+        source, args.max_samples, args.vocab_size, args.output, min_frequency=args.min_frequency,
+        special_tokens=args.special_tokens, holdout_samples=args.holdout_samples, progress=not args.quiet)
     if args.json:
         print(json.dumps(asdict(report)))
     else:

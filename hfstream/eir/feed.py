@@ -20,41 +20,17 @@ import collections
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any
 
 from hfstream.eir.samples import DEFAULT_SEPARATOR, sample_id, sample_texts
-from hfstream.errors import ConfigError
+from hfstream.source.base import DocumentSource, as_document_source
+from hfstream.source.memory import IterableSource
 
 log = logging.getLogger("hfstream.eir.feed")
 
 
-class DocumentSource(Protocol):
-    """What the server reads: a ``HuggingFaceStreamingCorpus``, a mixture, or anything alike."""
-
-    def stream(self) -> Iterator[str]: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class ListSource:
-    """An in-memory ``DocumentSource`` over a list of texts, repeated ``epochs`` times (None: forever)."""
-
-    def __init__(self, texts: list[str], epochs: int | None = 1):
-        self.texts, self.epochs = list(texts), epochs
-        self._position = 0
-
-    def stream(self) -> Iterator[str]:
-        n = len(self.texts)
-        while n and (self.epochs is None or self._position < n * self.epochs):
-            text = self.texts[self._position % n]
-            self._position += 1
-            yield text
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"position": self._position}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._position = int(state["position"])
+#: Texts in memory, repeated ``epochs`` times (None: forever): a DocumentSource for tests and notebooks.
+ListSource = IterableSource
 
 
 @dataclass
@@ -74,7 +50,8 @@ class SampleFeed:
     """A shared, rewindable cursor over the samples of a document source.
 
     Args:
-        source: the documents (``stream()``, ``state_dict()``, ``load_state_dict()``).
+        source: the documents: a DocumentSource, or any object with ``stream()``,
+            ``state_dict()`` and ``load_state_dict()``.
         sequence_length: words per sample; 0 for one sample per document.
         separator: word put between documents in chunk mode.
         max_samples: the stream ends after this many positions (EIR tutorial's
@@ -89,12 +66,7 @@ class SampleFeed:
                  separator: str = DEFAULT_SEPARATOR, max_samples: int | None = None,
                  buffer_samples: int = 4096, buffer_chars: int = 16 << 20,
                  replay_samples: int = 4096, replay_chars: int = 16 << 20):
-        for name in ("stream", "state_dict", "load_state_dict"):
-            if not callable(getattr(source, name, None)):
-                raise ConfigError(f"the source {type(source).__name__} has no {name}() method",
-                                  "serve a HuggingFaceStreamingCorpus, a mixture, or an object with "
-                                  "stream(), state_dict() and load_state_dict()")
-        self.source = source
+        self.source = as_document_source(source)
         self.sequence_length, self.separator, self.max_samples = sequence_length, separator, max_samples
         self.buffer_samples, self.buffer_chars = buffer_samples, buffer_chars
         self.replay_samples, self.replay_chars = replay_samples, replay_chars

@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any
 
-from hfstream.eir.feed import DocumentSource
+from hfstream.source.base import DocumentSource
 from hfstream.eir.server import EirServer, ServerConfig
 
 log = logging.getLogger("hfstream.eir.server")

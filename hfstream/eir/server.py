@@ -24,7 +24,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from hfstream.eir import protocol
-from hfstream.eir.feed import DocumentSource, SampleFeed
+from hfstream.eir.feed import SampleFeed
+from hfstream.source.base import DocumentSource
 from hfstream.eir.samples import DEFAULT_SEPARATOR
 from hfstream.errors import ConfigError
 

@@ -6,8 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hfstream.loader._shuffle_py import check_int
-from hfstream.errors import ConfigError, DataFormatError, StateError
+from hfstream.errors import ConfigError, DataFormatError, StateError, check_int
 
 _SETTINGS = ("batch_size", "seq_len", "eos_id", "with_positions")
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
-from hfstream.errors import ConfigError, StateError
+from hfstream.errors import ConfigError, StateError, check_int
 
 _MASK64 = (1 << 64) - 1
 _STATE_KEYS = ("capacity", "byte_budget", "rng_state", "items", "sizes")
@@ -25,21 +24,6 @@ def splitmix64(state: int) -> tuple[int, int]:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     return state, z ^ (z >> 31)
-
-
-def check_int(name: str, value: Any, minimum: int | None = None) -> int:
-    """Return ``value`` as an int, or raise ConfigError naming ``name`` (shared by both twins)."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{name} must be an int, got the bool {value!r}", f"pass an integer {name}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise ConfigError(f"{name} must be an int, got {value!r} ({type(value).__name__})",
-                          f"pass an integer {name}") from None
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}",
-                          f"pass {name}={minimum} or more")
-    return value
 
 
 def check_state(state: dict, capacity: int, byte_budget: int) -> None:

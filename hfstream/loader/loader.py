@@ -1,65 +1,33 @@
-"""StreamingTextDataLoader: (B, T) token batches for training, from any text stream, resumable."""
+"""StreamingTextDataLoader: (B, T) token batches for training, from any text stream, resumable.
+
+The loader validates its settings, builds the tokenizer, and picks its producer once
+(:mod:`hfstream.loader.producers`): a token pipeline or a token mixture in a background
+thread, or pipelines in DataLoader worker processes. Iterating, metrics, moving batches to a
+device and the fingerprinted state are the same whichever it picked.
+"""
 
 from __future__ import annotations
 
-import collections
 import logging
-import threading
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable
 
-import numpy as np
 import torch
 
-from hfstream.errors import ConfigError, StateError
-from hfstream.loader.pipeline import IterableSource, TokenPipeline
+from hfstream.errors import ConfigError, StateError, check_int
+from hfstream.loader.batch import Batch, Rows, rows_to_batch
+from hfstream.loader.pipeline import TokenPipeline
+from hfstream.loader.producers import Producer, ThreadProducer
+from hfstream.loader.row_mixer import RowMixer
+from hfstream.loader.workers import WorkerProducer
+from hfstream.source.base import DocumentSource
+from hfstream.sources import mixture_spec, open_source
+from hfstream.tokens.encoder import TextEncoder
 
+__all__ = ["Batch", "Rows", "StreamingTextDataLoader", "rows_to_batch"]
 log = logging.getLogger("hfstream.loader")
 STATE_VERSION = 1
-_END = object()
-
-
-class Batch:
-    """One training batch: ``inputs, targets = batch`` (int64, (B, T)); ``positions`` optional."""
-
-    __slots__ = ("inputs", "targets", "positions", "stream_ids", "source_rows")
-
-    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor | None = None,
-                 source_rows: tuple | None = None, stream_ids: torch.Tensor | None = None):
-        self.inputs, self.targets, self.positions = inputs, targets, positions
-        self.stream_ids = stream_ids    # (B,): each row's stream, with a token mixture
-        self.source_rows = source_rows  # the packer's (B, T+1) rows (+ positions, ids) it came from
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        return iter((self.inputs, self.targets))
-
-    def __len__(self) -> int:
-        return 2
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return (self.inputs, self.targets)[i]
-
-    def to(self, device: Any, non_blocking: bool = True) -> "Batch":
-        move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
-        return Batch(move(self.inputs), move(self.targets), move(self.positions), self.source_rows,
-                     self.stream_ids)
-
-    def __repr__(self) -> str:
-        return f"Batch(inputs={tuple(self.inputs.shape)}, targets={tuple(self.targets.shape)})"
-
-
-def rows_to_batch(rows: np.ndarray, positions: np.ndarray | None, pin_memory: bool,
-                  stream_ids: np.ndarray | None = None) -> Batch:
-    """(B, T+1) rows -> inputs (B, T) = rows[:, :-1], targets (B, T) = rows[:, 1:]."""
-    # (B, T+1) -> 2 x (B, T); numpy copies cost half of torch's slicing + contiguous()
-    inputs = torch.from_numpy(np.ascontiguousarray(rows[:, :-1]))
-    targets = torch.from_numpy(np.ascontiguousarray(rows[:, 1:]))
-    pos = None if positions is None else torch.from_numpy(positions[:, :-1].copy())
-    if pin_memory:
-        inputs, targets = inputs.pin_memory(), targets.pin_memory()
-        pos = None if pos is None else pos.pin_memory()
-    ids = None if stream_ids is None else torch.from_numpy(stream_ids)
-    return Batch(inputs, targets, pos, source_rows=(rows, positions, stream_ids), stream_ids=ids)
+MIX_BY = ("samples", "tokens")
 
 
 class StreamingTextDataLoader:
@@ -71,8 +39,10 @@ class StreamingTextDataLoader:
     ``seq_len + 1``; ``prefetch`` batches are kept ready.
 
     Args:
-        source: a ``HuggingFaceStreamingCorpus``, a dataset name/path (a corpus is built with
-            ``**corpus_options``), or any iterable of strings (a list restores exactly).
+        source: anything :func:`hfstream.sources.open_source` takes: a dataset name/path/URL (a
+            corpus is built with ``**corpus_options``), a list of ``Stream``s or a mixture file
+            (see ``mix_by``), a ``DocumentSource`` (e.g. a ``HuggingFaceStreamingCorpus``), or
+            any iterable of strings (a list restores exactly).
         tokenizer: path to ``tokenizer.json`` (or its directory), a ``tokenizers.Tokenizer``,
             or a ``TextEncoder``.
         batch_size: rows per batch (B).
@@ -90,14 +60,15 @@ class StreamingTextDataLoader:
         with_positions: batches carry ``positions`` (B, T): position ids that restart at each
             document, for document-masked attention.
         num_workers: 0 runs the pipeline in a thread of this process; N > 0 runs N torch
-            DataLoader worker processes, each with its own corpus on a disjoint shard (needs a
-            dataset name as ``source``). Resume is exact in both modes.
+            DataLoader worker processes, each with its own source on a disjoint shard (needs a
+            source each worker can open again: a dataset name or a mixture). Resume is exact in
+            both modes.
         state_every: with workers, each worker attaches its full state to every
             ``state_every``-th batch; a restore replays at most that many batches per worker.
         mix_by: for a list of streams: ``samples`` mixes documents (mosaic counting, random
             order), ``tokens`` mixes training rows with budgets in tokens (``choose``, ``epoch_size``)
             and makes ``batching_method`` hold on every batch.
-        epoch_size, batching_method: mixture options (see ``hfstream.mixing``).
+        epoch_size, batching_method: mixture options (see :mod:`hfstream.mixing`).
         wrap_source: with ``mix_by="tokens"``, applied to each stream's source (the trainer uses
             it to exclude held-out documents).
         **corpus_options: passed to ``HuggingFaceStreamingCorpus`` when ``source`` is a name
@@ -118,98 +89,51 @@ class StreamingTextDataLoader:
                  with_positions: bool = False, shuffle_warmup: int | None = None, num_workers: int = 0,
                  state_every: int = 256, multiprocessing_context: str | None = None,
                  mix_by: str = "samples", epoch_size: int | str | None = None,
-                 batching_method: str = "random", wrap_source: Any = None, **corpus_options: Any):
-        from hfstream.tokens.encoder import TextEncoder
-
-        for key, value in (("batch_size", batch_size), ("seq_len", seq_len), ("prefetch", prefetch)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{key} must be an integer >= 1, got {value!r}", f"pass {key} >= 1")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ConfigError(f"seed must be an integer, got {seed!r}", "pass seed=0 (or any int)")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ConfigError(f"num_workers must be an integer >= 0, got {num_workers!r}",
-                              "0 runs in a thread; N > 0 uses N DataLoader worker processes")
-        if num_workers and not isinstance(source, str):
-            raise ConfigError(f"num_workers={num_workers} needs a dataset name or path as source, "
-                              f"got {type(source).__name__}",
-                              "each worker process opens its own shard: pass the dataset name and corpus options")
-        self.num_workers = num_workers
-        if num_workers:
-            from hfstream.source.spec import make_spec
-
-            self.source, self._owns_source = None, False
-            self._spec = make_spec(source, **corpus_options)  # validates the options here
-        mixture = isinstance(source, (list, tuple)) and bool(source) and not isinstance(source[0], str)
-        if mixture and mix_by not in ("samples", "tokens"):
-            raise ConfigError(f"mix_by={mix_by!r} is not valid", "use 'samples' (documents) or 'tokens'")
-        row_mix = mixture and mix_by == "tokens"
-        if mixture and not row_mix:
-            if batching_method != "random":
-                raise ConfigError(f"batching_method={batching_method!r} with mix_by='samples'",
-                                  "batch composition is defined on training rows: use mix_by='tokens' "
-                                  "(budgets in tokens), or batching_method='random'")
-            from hfstream.mixing.streams import MixedSource
-
-            source = MixedSource(list(source), epoch_size=epoch_size, seed=seed,
-                                 rank=corpus_options.pop("shard", 0),
-                                 world_size=corpus_options.pop("num_shards", 1),
-                                 epochs=corpus_options.pop("epochs", 1))
-        if row_mix:
-            self.source, self._owns_source = None, True
-        elif not num_workers:
-            self.source, owned = _as_source(source, corpus_options)
-            self._owns_source = owned or mixture
-            if hasattr(self.source, "start"):
-                self.source.start()  # the worker opens the dataset while the tokenizer loads
-        if isinstance(tokenizer, TextEncoder):
-            self.encoder = tokenizer
-        else:
-            self.encoder = TextEncoder(tokenizer, backend=backend, eos_token=eos_token)
+                 batching_method: str = "random",
+                 wrap_source: Callable[[DocumentSource], DocumentSource] | None = None,
+                 **corpus_options: Any):
+        self.batch_size = check_int("batch_size", batch_size, 1)   # rows per batch (B)
+        self.seq_len = check_int("seq_len", seq_len, 1)             # tokens per row (T)
+        self.prefetch = check_int("prefetch", prefetch, 1)
+        self.seed = check_int("seed", seed, hint="pass seed=0 (or any int)")
+        self.num_workers = check_int("num_workers", num_workers, 0,
+                                     "0 runs in a thread; N > 0 uses N DataLoader worker processes")
+        self.shuffle_buffer_size = check_int("shuffle_buffer_size", shuffle_buffer_size, 0,
+                                             "use 0 to disable shuffling, 10_000 is a good default")
+        self.encoder = tokenizer if isinstance(tokenizer, TextEncoder) else \
+            TextEncoder(tokenizer, backend=backend, eos_token=eos_token)
         if self.encoder.eos_id is None:
             raise ConfigError("the tokenizer has no end-of-text token to separate documents",
                               "pass eos_token='<|endoftext|>' (or whichever special token it has)")
-        self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
-        self.shuffle_buffer_size = shuffle_buffer_size
         if pin_memory and not torch.cuda.is_available():
             log.warning("pin_memory=True but no CUDA device is available: batches stay in pageable memory")
             pin_memory = False
-        self.prefetch, self.pin_memory = prefetch, pin_memory
+        self.pin_memory = pin_memory
         self.device = torch.device(device) if device is not None else None
-        if num_workers:
-            from hfstream.loader.workers import StreamingTextDataset, WorkerTracker
-
-            self.pipeline = None
-            self._dataset = StreamingTextDataset(source, self.encoder, batch_size, seq_len, shuffle_buffer_size,
-                                                 seed, shuffle_buffer_bytes=shuffle_buffer_bytes,
-                                                 shuffle_warmup=shuffle_warmup, with_positions=with_positions,
-                                                 state_every=state_every, **corpus_options)
-            self._tracker = WorkerTracker(num_workers)
-            self._mp_context = multiprocessing_context
-            self._dl_iter: Any = None
-        elif row_mix:
-            from hfstream.loader.row_mixer import RowMixer
-
-            self.pipeline = self.source = RowMixer(
-                list(source), self.encoder, batch_size, seq_len, epoch_size=epoch_size, seed=seed,
-                batching_method=batching_method, rank=corpus_options.pop("shard", 0),
-                world_size=corpus_options.pop("num_shards", 1), epochs=corpus_options.pop("epochs", None),
-                shuffle_buffer_size=shuffle_buffer_size, shuffle_buffer_bytes=shuffle_buffer_bytes,
-                shuffle_warmup=shuffle_warmup, with_positions=with_positions, wrap_source=wrap_source)
-            if corpus_options:
-                raise ConfigError(f"options {sorted(corpus_options)} do not apply to a mixture as a whole",
-                                  "put source options on each stream: Stream(dataset, text_column=...)")
-            self.source.start()
+        pipeline_options = {"shuffle_buffer_size": shuffle_buffer_size, "shuffle_buffer_bytes": shuffle_buffer_bytes,
+                            "shuffle_warmup": shuffle_warmup, "with_positions": with_positions}
+        mixture = mixture_spec(source)
+        if mixture is not None:
+            _check_mixture_options(mix_by, batching_method, num_workers)
+        self.source: DocumentSource | None = None
+        self.pipeline: Any = None     # the row source a thread runs (TokenPipeline or RowMixer)
+        if mixture is not None and mix_by == "tokens":
+            self.pipeline = _row_mixer(mixture, self.encoder, self.batch_size, self.seq_len, seed, epoch_size,
+                                       batching_method, wrap_source, pipeline_options, corpus_options)
+            self.producer: Producer = ThreadProducer(self.pipeline, self.prefetch, pin_memory)
+        elif num_workers:
+            self.producer = WorkerProducer(source, self.encoder, self.batch_size, self.seq_len, seed,
+                                           num_workers=num_workers, prefetch=self.prefetch, pin_memory=pin_memory,
+                                           state_every=state_every, multiprocessing_context=multiprocessing_context,
+                                           pipeline_options=pipeline_options, source_options=corpus_options)
         else:
-            self.pipeline = TokenPipeline(self.source, self.encoder, batch_size, seq_len,
-                                          shuffle_buffer_size, shuffle_buffer_bytes, seed, with_positions,
-                                          shuffle_warmup)
-        self._ready: collections.deque = collections.deque()
-        self._cond = threading.Condition()
-        self._low_water = prefetch // 2       # the producer refills once the queue is this low
-        self._consumer_waiting = False
-        self._work = threading.Lock()      # held by the producer while it advances the pipeline
-        self._thread: threading.Thread | None = None
-        self._stop = False
+            # Worker batches of 256 documents: tokenization starts sooner and overlaps reading more finely.
+            self.source = open_source(source, corpus_defaults={"batch_size": 256},
+                                      mixture_defaults=_mixture_defaults(seed, epoch_size), **corpus_options)
+            self.pipeline = TokenPipeline(self.source, self.encoder, self.batch_size, self.seq_len,
+                                          seed=seed, **pipeline_options)
+            self.producer = ThreadProducer(self.pipeline, self.prefetch, pin_memory,
+                                           close_source=self.source is not source)
         self._reset_metrics()
 
     # -- iteration ------------------------------------------------------------------------
@@ -220,118 +144,25 @@ class StreamingTextDataLoader:
         t0 = time.perf_counter()
         if self._t_first is None:
             self._t_first = t0
-        if self.num_workers:
-            return self._next_from_workers(t0)
-        if self._thread is None:
-            self._start()
-        with self._cond:
-            while not self._ready:
-                self._consumer_waiting = True
-                self._cond.wait()
-                self._consumer_waiting = False
-            item = self._ready[0]
-            if item is not _END and not isinstance(item, BaseException):
-                self._ready.popleft()
-                if len(self._ready) <= self._low_water:  # wake the producer only to refill
-                    self._cond.notify_all()
+        batch = self.producer.next_batch()
         self._wait_s += time.perf_counter() - t0
-        if item is _END:
+        if batch is None:
             raise StopIteration
-        if isinstance(item, BaseException):
-            raise item
         self._batches += 1
-        batch = item if self.device is None else item.to(self.device)
+        if self.device is not None:
+            batch = batch.to(self.device)
         self._t_last = time.perf_counter()
         return batch
 
     def start(self) -> None:
         """Start preparing batches now, so that the first ``next()`` finds them ready."""
-        if self.num_workers:
-            self._start_workers()
-        elif self._thread is None:
-            self._start()
-
-    def _start_workers(self) -> None:
-        if self._dl_iter is None:
-            from torch.utils.data import DataLoader
-
-            from hfstream.loader.workers import as_is
-
-            # as_is: items are tensors already; torch's default conversion would also turn the
-            # numpy arrays of every anchor state into tensors.
-            self._dl_iter = iter(DataLoader(self._dataset, batch_size=None, num_workers=self.num_workers,
-                                            prefetch_factor=self.prefetch, pin_memory=self.pin_memory,
-                                            multiprocessing_context=self._mp_context, collate_fn=as_is))
-
-    def _next_from_workers(self, t0: float) -> Batch:
-        self._start_workers()
-        item = self._tracker.next_batch(self._dl_iter)
-        if item is None:  # every worker's shard is done
-            raise StopIteration
-        self._wait_s += time.perf_counter() - t0
-        self._batches += 1
-        batch = Batch(item["inputs"], item["targets"], item.get("positions"))
-        batch = batch if self.device is None else batch.to(self.device)
-        self._t_last = time.perf_counter()
-        return batch
-
-    def _start(self) -> None:
-        self._stop = False
-        self._thread = threading.Thread(target=self._produce, daemon=True, name="hfstream-loader")
-        self._thread.start()
-
-    def _produce(self) -> None:
-        # Hysteresis: once the queue is full, wait until it is down to the low-water mark and
-        # then refill it in one go, instead of waking up (and trading the GIL) for every batch.
-        try:
-            while True:
-                with self._cond:
-                    if len(self._ready) >= self.prefetch:
-                        while len(self._ready) > self._low_water and not self._stop:
-                            self._cond.wait()
-                if self._stop:
-                    return
-                with self._work:
-                    if self._stop:
-                        return
-                    out = self.pipeline.next_batch()
-                    item = _END if out is None else rows_to_batch(*_split(out), self.pin_memory,
-                                                                  *_ids(out))
-                    with self._cond:
-                        self._ready.append(item)
-                        if self._consumer_waiting or item is _END:
-                            self._cond.notify_all()
-                if item is _END:
-                    return
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, with its context
-            with self._cond:
-                self._ready.append(exc)
-                self._cond.notify_all()
-
-    def _halt(self) -> None:
-        """Stop the producer thread at its next consistent point (or the DataLoader workers)."""
-        if self.num_workers:
-            if self._dl_iter is not None:
-                self._dl_iter._shutdown_workers()  # ends each worker (and its corpus subprocess)
-                self._dl_iter = None
-            return
-        thread = self._thread
-        if thread is None:
-            return
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        thread.join()
-        self._thread = None
+        self.producer.start()
 
     # -- state ----------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
         """What a saved state must match: the data, the tokenizer and the shape settings."""
-        source = self._spec if self.num_workers else getattr(self.source, "spec", None)
-        return {"source": source.fingerprint() if source is not None else self.source.fingerprint(),
-                "dataset": source.dataset if source is not None else type(self.source).__name__,
-                "tokenizer": self.encoder.fingerprint, "batch_size": self.batch_size,
-                "seq_len": self.seq_len, "seed": self.seed,
+        return {"source": self.producer.fingerprint(), "tokenizer": self.encoder.fingerprint,
+                "batch_size": self.batch_size, "seq_len": self.seq_len, "seed": self.seed,
                 "shuffle_buffer_size": self.shuffle_buffer_size, "num_workers": self.num_workers}
 
     def state_dict(self) -> dict[str, Any]:
@@ -340,47 +171,31 @@ class StreamingTextDataLoader:
         Batches already prepared ahead of the consumer are part of the state (as token rows),
         so the producer never has to be rewound.
         """
-        if self.num_workers:
-            return {"version": STATE_VERSION, "fingerprint": self.fingerprint(),
-                    "workers": self._tracker.state_dict(), "batches": self._batches_before + self._batches}
-        with self._work, self._cond:
-            queued = [item for item in self._ready if isinstance(item, Batch)]
-            ended = any(item is _END for item in self._ready)
-            return {"version": STATE_VERSION, "fingerprint": self.fingerprint(),
-                    "pipeline": self.pipeline.state_dict(),
-                    "queued": [b.source_rows for b in queued], "ended": ended,
-                    "batches": self._batches_before + self._batches}
+        return {"version": STATE_VERSION, "fingerprint": self.fingerprint(), **self.producer.state_dict(),
+                "batches": self._batches_before + self._batches}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue exactly where ``state`` was saved.
 
         Raises:
-            StateError: a state of another dataset, tokenizer, seq_len, batch size or seed.
+            StateError: a state of another dataset, tokenizer, seq_len, batch size or seed, or
+                a malformed one (naming what is missing).
         """
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             raise StateError("not a StreamingTextDataLoader state (or of another hfstream version)",
                              "pass the dict returned by StreamingTextDataLoader.state_dict()")
-        mine, theirs = self.fingerprint(), state.get("fingerprint", {})
+        mine, theirs = self.fingerprint(), state.get("fingerprint")
+        if not isinstance(theirs, dict):
+            raise StateError("the loader state is missing its fingerprint",
+                             "pass the whole dict returned by StreamingTextDataLoader.state_dict()")
         diff = [k for k in mine if mine[k] != theirs.get(k)]
         if diff:
             detail = ", ".join(f"{k}: saved {theirs.get(k)!r}, now {mine[k]!r}" for k in diff)
             raise StateError(f"the loader state was saved for another setup ({detail})",
                              "restore into a loader with the same dataset, tokenizer, batch_size, "
                              "seq_len, seed and shuffle_buffer_size")
-        self._halt()
+        self.producer.load_state_dict(state)
         self._batches_before = state.get("batches", 0)  # metrics count this process's batches only
-        if self.num_workers:
-            self._tracker.load_state_dict(state["workers"], self._dataset)
-            return
-        self.pipeline.load_state_dict(state["pipeline"])
-        with self._cond:
-            self._ready.clear()
-            for rows, positions, ids in state["queued"]:
-                self._ready.append(rows_to_batch(np.asarray(rows, dtype=np.int64),
-                                                 None if positions is None else np.asarray(positions, dtype=np.int64),
-                                                 self.pin_memory, ids))
-            if state.get("ended"):
-                self._ready.append(_END)
 
     # -- metrics --------------------------------------------------------------------------
     def _reset_metrics(self) -> None:
@@ -394,18 +209,16 @@ class StreamingTextDataLoader:
     def metrics(self) -> dict[str, Any]:
         """Throughput and health, measured from the first ``next()``."""
         elapsed = (self._t_last or 0.0) - (self._t_first or 0.0)
-        batches = self._batches
-        tokens = batches * self.batch_size * self.seq_len
-        workers = self.num_workers
-        docs = sum(self._tracker.docs.values()) if workers else self.pipeline.num_docs
-        buffer = None if workers else self.pipeline.buffer
-        return {"batches": batches, "tokens": tokens, "docs": docs, "elapsed_s": elapsed,
+        tokens = self._batches * self.batch_size * self.seq_len
+        stats = self.producer.stats()
+        docs = stats.get("docs", 0)
+        return {"batches": self._batches, "tokens": tokens, "docs": docs, "elapsed_s": elapsed,
                 "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
                 "docs_per_s": docs / elapsed if elapsed > 0 else 0.0,
-                "buffer_fill": None if buffer is None else len(buffer) / buffer.capacity,
-                "buffer_bytes": None if buffer is None else buffer.num_bytes,
+                "buffer_fill": stats.get("buffer_fill"), "buffer_bytes": stats.get("buffer_bytes"),
                 "data_wait_s": self._wait_s,
-                "data_wait_frac": self._wait_s / elapsed if elapsed > 0 else 0.0}
+                "data_wait_frac": self._wait_s / elapsed if elapsed > 0 else 0.0,
+                "stream_shares": stats.get("shares")}
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
@@ -413,10 +226,8 @@ class StreamingTextDataLoader:
         return self.encoder.vocab_size
 
     def close(self) -> None:
-        """Stop the background thread and the source's worker (if this loader created it)."""
-        self._halt()
-        if self._owns_source and hasattr(self.source, "close"):
-            self.source.close()
+        """Stop the producer and the source's worker (if this loader created the source)."""
+        self.producer.close()
 
     def __enter__(self) -> "StreamingTextDataLoader":
         return self
@@ -425,26 +236,31 @@ class StreamingTextDataLoader:
         self.close()
 
 
-def _split(out: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    return out[:2] if isinstance(out, tuple) else (out, None)
+def _check_mixture_options(mix_by: str, batching_method: str, num_workers: int) -> None:
+    if mix_by not in MIX_BY:
+        raise ConfigError(f"mix_by={mix_by!r} is not valid", "use 'samples' (documents) or 'tokens'")
+    if mix_by == "samples" and batching_method != "random":
+        raise ConfigError(f"batching_method={batching_method!r} with mix_by='samples'",
+                          "batch composition is defined on training rows: use mix_by='tokens' "
+                          "(budgets in tokens), or batching_method='random'")
+    if mix_by == "tokens" and num_workers:
+        raise ConfigError(f"num_workers={num_workers} with mix_by='tokens'",
+                          "a token mixture runs one pipeline per stream in this process: use num_workers=0")
 
 
-def _ids(out: Any) -> tuple[np.ndarray, ...]:
-    return out[2:] if isinstance(out, tuple) else ()
+def _mixture_defaults(seed: int, epoch_size: int | str | None) -> dict[str, Any]:
+    return {"seed": seed, "epochs": 1, **({} if epoch_size is None else {"epoch_size": epoch_size})}
 
 
-def _as_source(source: Any, corpus_options: dict[str, Any]) -> tuple[Any, bool]:
-    from hfstream.source.corpus import HuggingFaceStreamingCorpus
-
-    if isinstance(source, str):
-        # Batches of 256 documents: tokenization starts sooner and overlaps reading more finely.
-        return HuggingFaceStreamingCorpus(source, **{"batch_size": 256, **corpus_options}), True
-    if corpus_options:
-        raise ConfigError(f"corpus options {sorted(corpus_options)} given with a ready-made source",
-                          "pass them to HuggingFaceStreamingCorpus(...) instead, or pass the dataset name")
-    if hasattr(source, "stream_batches") and hasattr(source, "state_dict"):
-        return source, False
-    if isinstance(source, Iterable):
-        return IterableSource(source), True
-    raise ConfigError(f"source must be a dataset name, a corpus or an iterable of str, got {type(source).__name__}",
-                      "pass e.g. 'builtin:python-docs' or HuggingFaceStreamingCorpus(...)")
+def _row_mixer(mixture: dict[str, Any], encoder: TextEncoder, batch_size: int, seq_len: int, seed: int,
+               epoch_size: int | str | None, batching_method: str, wrap_source: Any,
+               pipeline_options: dict[str, Any], options: dict[str, Any]) -> RowMixer:
+    options = dict(options)
+    rank, world_size = options.pop("shard", 0), options.pop("num_shards", 1)
+    epochs = options.pop("epochs", None)
+    if options:
+        raise ConfigError(f"options {sorted(options)} do not apply to a mixture as a whole",
+                          "put source options on each stream: Stream(dataset, text_column=...)")
+    return RowMixer(mixture["streams"], encoder, batch_size, seq_len, epoch_size=epoch_size, seed=seed,
+                    batching_method=batching_method, rank=rank, world_size=world_size, epochs=epochs,
+                    wrap_source=wrap_source, **pipeline_options)

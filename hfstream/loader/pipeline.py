@@ -1,23 +1,26 @@
-"""The token pipeline: text source -> tokenizer -> shuffle buffer -> packer -> (B, T+1) rows.
+"""The token pipeline: a DocumentSource -> tokenizer -> shuffle buffer -> packer -> (B, T+1) rows.
 
 Synchronous and deterministic: the same source, encoder, settings and seed give the same rows,
-and ``state_dict()`` / ``load_state_dict()`` restore it exactly. The loader runs it in a
-background thread; this module needs only the standard library and numpy (the encoder is
-passed in, so ``tokenizers`` stays in ``hfstream.tokenization``).
+and ``state_dict()`` / ``load_state_dict()`` restore it exactly. A producer
+(:mod:`hfstream.loader.producers`) runs it in a background thread; this module needs only the
+standard library and numpy (the encoder is passed in, so ``tokenizers`` stays in
+:mod:`hfstream.tokens.encoder`).
 """
 
 from __future__ import annotations
 
 import collections
 import hashlib
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Iterator
 
 import numpy as np
 
-from hfstream.tokens.jobs import EncodeJob
-from hfstream.errors import ConfigError, StateError
+from hfstream.errors import StateError, check_int
+from hfstream.loader.batch import Rows
 from hfstream.loader.packing import TokenPacker
 from hfstream.loader.shuffle import ShuffleBuffer
+from hfstream.source.base import DocumentSource, require_keys
+from hfstream.tokens.jobs import EncodeJob
 
 STATE_VERSION = 1
 PIECE_CHARS = 1 << 20         # a document longer than this is tokenized in pieces
@@ -28,60 +31,6 @@ LOOKAHEAD = 2                 # batches of texts handed to the tokenizer threads
 def derive_seed(seed: int, key: object) -> int:
     """A 64-bit seed derived from (seed, key), the same on every machine (for workers, streams)."""
     return int.from_bytes(hashlib.sha256(f"hfstream:{seed}:{key}".encode()).digest()[:8], "little")
-
-
-class TextSource(Protocol):
-    """What the pipeline reads from: batches of texts, and an exact position."""
-
-    def stream_batches(self) -> Iterator[list[str]]: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class IterableSource:
-    """A TextSource over a plain iterable of strings.
-
-    The position is the number of texts consumed. A re-iterable (a list, a tuple, anything
-    whose ``iter()`` starts over) restores exactly by skipping that many; a one-shot
-    iterator (a generator) cannot be restored and says so.
-    """
-
-    def __init__(self, texts: Iterable[str], batch_size: int = 256):
-        self._texts = texts
-        self._reiterable = iter(texts) is not texts
-        self._batch_size = batch_size
-        self._consumed = 0
-        self._iterator: Iterator[str] | None = None
-
-    def fingerprint(self) -> str:
-        return "iterable"
-
-    def stream_batches(self) -> Iterator[list[str]]:
-        if self._iterator is None:
-            self._iterator = iter(self._texts)
-            for _ in range(self._consumed if self._reiterable else 0):
-                next(self._iterator, None)
-        batch: list[str] = []
-        for text in self._iterator:
-            batch.append(text)
-            if len(batch) >= self._batch_size:
-                self._consumed += len(batch)
-                yield batch
-                batch = []
-        if batch:
-            self._consumed += len(batch)
-            yield batch
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"consumed": self._consumed}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if not self._reiterable and state["consumed"] != self._consumed:
-            raise StateError(
-                f"cannot restore a one-shot iterator ({type(self._texts).__name__}) to position "
-                f"{state['consumed']}", "pass a list (or another re-iterable), or a dataset/corpus, "
-                "to get exact resume")
-        self._consumed, self._iterator = state["consumed"], None
 
 
 class TokenPipeline:
@@ -95,7 +44,7 @@ class TokenPipeline:
     them again.
 
     Args:
-        source: a TextSource (e.g. HuggingFaceStreamingCorpus or IterableSource).
+        source: the DocumentSource (a corpus, a mixture, texts in memory, a held-out filter).
         encoder: an object with ``encode_batch(texts) -> list[np.ndarray]`` and ``eos_id``
             (``hfstream.tokenization.TextEncoder``); its ``submit(texts)``, if it has one,
             tokenizes ahead in the background.
@@ -110,13 +59,11 @@ class TokenPipeline:
         with_positions: also return per-token position ids (reset after each EOS).
     """
 
-    def __init__(self, source: TextSource, encoder: Any, batch_size: int, seq_len: int,
+    def __init__(self, source: DocumentSource, encoder: Any, batch_size: int, seq_len: int,
                  shuffle_buffer_size: int = 10_000, shuffle_buffer_bytes: int = 256 << 20,
                  seed: int = 0, with_positions: bool = False, shuffle_warmup: int | None = None):
-        if isinstance(shuffle_buffer_size, bool) or not isinstance(shuffle_buffer_size, int) \
-                or shuffle_buffer_size < 0:
-            raise ConfigError(f"shuffle_buffer_size must be an integer >= 0, got {shuffle_buffer_size!r}",
-                              "use 0 to disable shuffling, 10_000 is a good default")
+        check_int("shuffle_buffer_size", shuffle_buffer_size, 0,
+                  "use 0 to disable shuffling, 10_000 is a good default")
         self.source, self.encoder = source, encoder
         self._encoder_submit = getattr(encoder, "submit", None)  # None: a synchronous encoder
         self.packer = TokenPacker(batch_size, seq_len, encoder.eos_id, with_positions=with_positions)
@@ -130,14 +77,15 @@ class TokenPipeline:
         self._exhausted = False                # ... and they are all packed
         self.num_docs = 0                      # documents tokenized
 
-    def next_batch(self) -> np.ndarray | tuple[np.ndarray, np.ndarray] | None:
+    def next_batch(self) -> Rows | None:
         """The next (B, T+1) int64 rows (and positions), or None when the source is done."""
         packer = self.packer
         while not packer.num_ready:
             if self._exhausted:
                 return None
             self._read_more()
-        return packer.pop()
+        out = packer.pop()
+        return Rows(*out) if isinstance(out, tuple) else Rows(out)
 
     def _read_more(self) -> None:
         if self._batches is None:
@@ -182,6 +130,23 @@ class TokenPipeline:
             joined[owner].append(array)
         return EncodeJob.done([parts[0] if len(parts) == 1 else np.concatenate(parts) for parts in joined])
 
+    # -- the row-source interface a producer runs ------------------------------------------
+    def fingerprint(self) -> str:
+        return self.source.fingerprint()
+
+    def stats(self) -> dict[str, Any]:
+        buffer = self.buffer
+        return {"docs": self.num_docs, "buffer_fill": len(buffer) / buffer.capacity,
+                "buffer_bytes": buffer.num_bytes, **self.source.stats()}
+
+    def start(self) -> None:
+        self.source.start()
+
+    def close(self) -> None:
+        for _, _, job in self._inflight:
+            job.cancel()
+        self.source.close()
+
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Exact state: source position, buffer contents and generator, packer remainder."""
@@ -191,7 +156,9 @@ class TokenPipeline:
                 "exhausted": self._exhausted, "num_docs": self.num_docs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("version") != STATE_VERSION:
+        require_keys(state, ("version", "source", "buffer", "packer", "exhausted", "num_docs"),
+                     "token pipeline state", "TokenPipeline.state_dict()")
+        if state["version"] != STATE_VERSION:
             raise StateError(f"pipeline state version {state.get('version')!r} is not {STATE_VERSION}",
                              "restore with the hfstream version that saved it")
         for _, _, job in self._inflight:

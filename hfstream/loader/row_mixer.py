@@ -1,29 +1,29 @@
-"""Row-level mixing: one token pipeline per stream; a schedule picks each training row's stream.
+"""RowMixer: a token mixture: one token pipeline per stream; a schedule picks each training row's stream.
 
 Counting in training rows (``seq_len + 1`` tokens each) makes token budgets exact and makes
 the batching methods hold on the tensors themselves: with ``stratified`` every global batch
 has each stream's share of rows, with ``per_stream`` every global batch comes from one
-stream, with ``device_per_stream`` every rank's batch does. Used by the loader for
+stream, with ``device_per_stream`` every rank's batch does. The loader uses it for
 ``mix_by="tokens"``; torch-free like TokenPipeline.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from hfstream.errors import StateError
-from hfstream.mixing.streams import ScheduleCursor, Stream, epoch_counts, parse_count, sorted_streams
+from hfstream.loader.batch import Rows
 from hfstream.loader.pipeline import TokenPipeline, derive_seed
+from hfstream.mixing.base import Mixture
+from hfstream.mixing.streams import epoch_counts, parse_count, sorted_streams
+from hfstream.source.base import DocumentSource
 
 log = logging.getLogger("hfstream.mixing")
-STATE_VERSION = 1
 
 
-class RowMixer:
+class RowMixer(Mixture):
     """(B, T+1) rows (+ positions, + the stream of each row) from a token-budget mixture.
 
     Args:
@@ -42,87 +42,43 @@ class RowMixer:
     def __init__(self, streams: list[Any], encoder: Any, batch_size: int, seq_len: int, *,
                  epoch_size: int | str | None = None, seed: int = 0, batching_method: str = "random",
                  rank: int = 0, world_size: int = 1, epochs: int | None = None,
-                 wrap_source: Any = None, **pipeline_options: Any):
-        self.streams: list[Stream] = sorted_streams(streams)
-        self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
-        self.method, self.rank, self.world_size, self.epochs = batching_method, rank, world_size, epochs
+                 wrap_source: Callable[[DocumentSource], DocumentSource] | None = None,
+                 **pipeline_options: Any):
+        ordered = sorted_streams(streams)
         row_tokens = seq_len + 1
         epoch_tokens = None if epoch_size is None else parse_count(epoch_size)
-        token_counts = epoch_counts(self.streams, [None] * len(self.streams), epoch_tokens, seed)
-        self.token_budgets = token_counts
-        self.counts = [c // row_tokens for c in token_counts]   # rows per stream per epoch (global)
+        self.token_budgets = epoch_counts(ordered, [None] * len(ordered), epoch_tokens, seed)
+        rows_per_epoch = [c // row_tokens for c in self.token_budgets]   # global, all ranks
+        super().__init__(ordered, rows_per_epoch, kind="rows", unit="row", seed=seed,
+                         method=batching_method, per_device=batch_size, rank=rank, world_size=world_size,
+                         epochs=epochs, budgets=self.token_budgets)
+        self.batch_size, self.seq_len = batch_size, seq_len
         self.with_positions = bool(pipeline_options.get("with_positions"))
         wrap = wrap_source or (lambda source: source)
-        self.pipelines = [
-            TokenPipeline(wrap(s.open(epochs=None, shard=rank, num_shards=world_size)), encoder, 1, seq_len,
-                          seed=derive_seed(seed, s.label), **pipeline_options)
+        self.members = self.pipelines = [
+            TokenPipeline(wrap(s.open_source(epochs=None, shard=rank, num_shards=world_size)), encoder, 1,
+                          seq_len, seed=derive_seed(seed, s.label), **pipeline_options)
             for s in self.streams]
-        self.cursor = ScheduleCursor(self.counts, batching_method, seed, batch_size * world_size, world_size,
-                                     rank, epochs, on_epoch_end=self._log_epoch)
-        self.realized_rows = [0] * len(self.streams)
         log.info("token mixture (rows of %d tokens): %s", row_tokens,
-                 ", ".join(f"{s.label}={t:,} tokens" for s, t in zip(self.streams, token_counts)))
+                 ", ".join(f"{s.label}={t:,} tokens" for s, t in zip(self.streams, self.token_budgets)))
 
-    # the TokenPipeline interface used by the loader --------------------------------------
-    @property
-    def source(self) -> "RowMixer":
-        return self
-
-    @property
-    def num_docs(self) -> int:
-        return sum(p.num_docs for p in self.pipelines)
-
-    @property
-    def buffer(self) -> Any:
-        return self.pipelines[0].buffer
-
-    def fingerprint(self) -> str:
-        ident = [(s.label, s.dataset, c) for s, c in zip(self.streams, self.token_budgets)]
-        raw = f"{ident}|{self.seed}|{self.method}|{self.batch_size}|{self.rank}/{self.world_size}"
-        return "rows:" + hashlib.sha1(raw.encode()).hexdigest()[:16]
-
-    def next_batch(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray] | None:
+    def next_batch(self) -> Rows | None:
+        """The next B rows, each from the stream the schedule names; None after the last epoch."""
         rows, positions, ids = [], [], []
         for _ in range(self.batch_size):
-            label = self.cursor.next()
+            label = self.next_label()
             if label is None:
                 return None
             out = self.pipelines[label].next_batch()
             if out is None:  # streams are endless; only an empty stream ends here
                 return None
-            row, pos = out if isinstance(out, tuple) else (out, None)
-            rows.append(row[0])
-            positions.append(pos[0] if pos is not None else None)
+            rows.append(out.tokens[0])
+            positions.append(None if out.positions is None else out.positions[0])
             ids.append(label)
-            self.realized_rows[label] += 1
         pos_array = np.stack(positions) if self.with_positions else None
-        return np.stack(rows), pos_array, np.array(ids, dtype=np.int64)  # B x (T+1) -> (B, T+1)
+        return Rows(np.stack(rows), pos_array, np.array(ids, dtype=np.int64))  # B x (T+1) -> (B, T+1)
 
-    def _log_epoch(self, epoch: int) -> None:
-        log.info("mixture epoch %d done; realized token shares: %s", epoch, self.shares())
-
-    def shares(self) -> dict[str, float]:
-        total = sum(self.realized_rows) or 1
-        return {s.label: round(n / total, 4) for s, n in zip(self.streams, self.realized_rows)}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"version": STATE_VERSION, "fingerprint": self.fingerprint(), **self.cursor.state_dict(),
-                "realized_rows": list(self.realized_rows),
-                "pipelines": {s.label: p.state_dict() for s, p in zip(self.streams, self.pipelines)}}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("version") != STATE_VERSION or state.get("fingerprint") != self.fingerprint():
-            raise StateError("the mixture state was saved for other streams, budgets, seed or batching",
-                             "restore into a loader built with the same streams and options")
-        for s, p in zip(self.streams, self.pipelines):
-            p.load_state_dict(state["pipelines"][s.label])
-        self.cursor.load_state_dict(state)
-        self.realized_rows = list(state["realized_rows"])
-
-    def start(self) -> None:
-        for p in self.pipelines:
-            getattr(p.source, "start", lambda: None)()
-
-    def close(self) -> None:
-        for p in self.pipelines:
-            getattr(p.source, "close", lambda: None)()
+    def stats(self) -> dict[str, Any]:
+        fills = [p.stats()["buffer_fill"] for p in self.pipelines]
+        return {"docs": sum(p.num_docs for p in self.pipelines), "buffer_fill": sum(fills) / len(fills),
+                "buffer_bytes": sum(p.buffer.num_bytes for p in self.pipelines), "shares": self.shares()}

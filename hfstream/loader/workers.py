@@ -1,7 +1,7 @@
-"""StreamingTextDataset: the token pipeline in torch DataLoader workers, disjoint shards, exact resume.
+"""WorkerProducer: token pipelines in torch DataLoader worker processes, disjoint shards, exact resume.
 
-Each DataLoader worker runs its own corpus (its own worker subprocess) on a disjoint shard and
-its own TokenPipeline. Resume is exact without shipping a full state with every batch: a
+Each DataLoader worker opens its own source (:func:`hfstream.sources.open_source`; a corpus
+runs its own worker subprocess) on a disjoint shard, and its own TokenPipeline. Resume is exact without shipping a full state with every batch: a
 worker sends an *anchor* (its full pipeline state) with every ``state_every``-th batch; the
 parent keeps, per worker, the last anchor it consumed and how many of that worker's batches it
 has consumed since. Restoring loads the anchor and replays the difference (deterministic).
@@ -18,11 +18,13 @@ from __future__ import annotations
 import collections
 from typing import Any, Iterator
 
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from hfstream.errors import HfStreamError, StateError
-from hfstream.loader.loader import rows_to_batch
+from hfstream.errors import ConfigError, HfStreamError, StateError
+from hfstream.loader.batch import Batch, rows_to_batch
 from hfstream.loader.pipeline import TokenPipeline, derive_seed
+from hfstream.source.base import DocumentSource, require_keys
+from hfstream.sources import open_source
 
 
 class StreamingTextDataset(IterableDataset):
@@ -35,30 +37,29 @@ class StreamingTextDataset(IterableDataset):
     ``StreamingTextDataLoader(..., num_workers=N)`` consumes these and keeps the state.
     """
 
-    def __init__(self, dataset: str, tokenizer: Any, batch_size: int, seq_len: int,
-                 shuffle_buffer_size: int = 10_000, seed: int = 0, *, shuffle_buffer_bytes: int = 256 << 20,
-                 shuffle_warmup: int | None = None, with_positions: bool = False, state_every: int = 256,
-                 **corpus_options: Any):
+    def __init__(self, data: Any, tokenizer: Any, batch_size: int, seq_len: int, seed: int = 0, *,
+                 state_every: int = 256, pipeline_options: dict[str, Any] | None = None,
+                 source_options: dict[str, Any] | None = None):
         super().__init__()
-        self.dataset, self.tokenizer = dataset, tokenizer  # a TextEncoder: picklable
-        self.batch_size, self.seq_len = batch_size, seq_len
-        self.shuffle_buffer_size, self.shuffle_buffer_bytes = shuffle_buffer_size, shuffle_buffer_bytes
-        self.shuffle_warmup, self.with_positions, self.seed = shuffle_warmup, with_positions, seed
+        self.data, self.tokenizer = data, tokenizer  # a name or a mixture, and a TextEncoder: picklable
+        self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
         self.state_every = state_every
-        self.corpus_options = corpus_options
+        self.pipeline_options = pipeline_options or {}
+        self.source_options = source_options or {}
         self.resume: dict[int, dict[str, Any]] = {}   # logical worker -> resume point
         self.rotation = 0                              # physical worker i plays logical (i + rotation) % n
 
-    def _pipeline(self, logical: int, num_workers: int) -> TokenPipeline:
-        from hfstream.source.corpus import HuggingFaceStreamingCorpus
-
-        options = dict(self.corpus_options)
+    def open_source(self, worker: int = 0, num_workers: int = 1) -> DocumentSource:
+        """Worker ``worker``'s source: shard ``rank * num_workers + worker`` of ``world * num_workers``."""
+        options = dict(self.source_options)
         base_shard, base_num = options.pop("shard", 0), options.pop("num_shards", 1)
-        corpus = HuggingFaceStreamingCorpus(self.dataset, shard=base_shard * num_workers + logical,
-                                            num_shards=base_num * num_workers, **options)
-        return TokenPipeline(corpus, self.tokenizer, self.batch_size, self.seq_len,
-                             self.shuffle_buffer_size, self.shuffle_buffer_bytes,
-                             derive_seed(self.seed, logical), self.with_positions, self.shuffle_warmup)
+        return open_source(self.data, corpus_defaults={"batch_size": 256},
+                           mixture_defaults={"seed": self.seed, "epochs": 1},
+                           shard=base_shard * num_workers + worker, num_shards=base_num * num_workers, **options)
+
+    def _pipeline(self, logical: int, num_workers: int) -> TokenPipeline:
+        return TokenPipeline(self.open_source(logical, num_workers), self.tokenizer, self.batch_size,
+                             self.seq_len, seed=derive_seed(self.seed, logical), **self.pipeline_options)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -76,8 +77,7 @@ class StreamingTextDataset(IterableDataset):
                 if out is None:
                     yield {"worker": logical, "end": True}
                     return
-                rows, positions = out if isinstance(out, tuple) else (out, None)
-                batch = rows_to_batch(rows, positions, pin_memory=False)  # pinning is the DataLoader's
+                batch = rows_to_batch(out, pin_memory=False)  # pinning is the DataLoader's
                 item = {"inputs": batch.inputs, "targets": batch.targets,
                         "worker": logical, "index": index, "anchor": anchor, "docs": pipeline.num_docs}
                 if batch.positions is not None:
@@ -85,7 +85,7 @@ class StreamingTextDataset(IterableDataset):
                 yield item
                 index += 1
         finally:
-            pipeline.source.close()
+            pipeline.close()
 
     @staticmethod
     def _restore(pipeline: TokenPipeline, point: dict[str, Any] | None) -> int | None:
@@ -176,6 +176,8 @@ class WorkerTracker:
                 "ended": sorted(self.ended), "docs": dict(self.docs), "cursor": self.cursor}
 
     def load_state_dict(self, state: dict[str, Any], dataset: StreamingTextDataset) -> None:
+        require_keys(state, ("num_workers", "workers", "total", "ended", "docs"), "DataLoader workers state",
+                     "StreamingTextDataLoader.state_dict()")
         if state["num_workers"] != self.num_workers:
             raise StateError(f"the state was saved with num_workers={state['num_workers']}, "
                              f"this loader has num_workers={self.num_workers}",
@@ -190,3 +192,73 @@ class WorkerTracker:
         self.docs = {int(w): n for w, n in state["docs"].items()}
         self.total = state["total"]
         self._held.clear()
+
+
+class WorkerProducer:
+    """The loader's producer with ``num_workers`` DataLoader worker processes (see the module docs).
+
+    Args:
+        data: what each worker opens again on its shard: a dataset name or a mixture (Streams,
+            a mixture file). Ready-made sources and texts in memory cannot be split.
+        encoder: the TextEncoder (pickled into each worker).
+        num_workers, prefetch, pin_memory, multiprocessing_context: the DataLoader's.
+        state_every: each worker attaches its full state to every ``state_every``-th batch.
+        pipeline_options: TokenPipeline options (shuffle buffer, warm-up, positions).
+        source_options: ``open_source`` options (corpus options; ``shard``/``num_shards`` place
+            the whole loader, each worker takes a slice of that shard).
+    """
+
+    def __init__(self, data: Any, encoder: Any, batch_size: int, seq_len: int, seed: int, *, num_workers: int,
+                 prefetch: int, pin_memory: bool, state_every: int, multiprocessing_context: str | None,
+                 pipeline_options: dict[str, Any], source_options: dict[str, Any]):
+        if not isinstance(data, (str, list, tuple, dict)):
+            raise ConfigError(f"num_workers={num_workers} needs a dataset name or path as source, "
+                              f"got {type(data).__name__}",
+                              "each worker process opens its own shard: pass the dataset name and corpus options")
+        self.dataset = StreamingTextDataset(data, encoder, batch_size, seq_len, seed, state_every=state_every,
+                                            pipeline_options=pipeline_options, source_options=source_options)
+        with self.dataset.open_source() as probe:  # validates the options here, in the caller
+            self._fingerprint = probe.fingerprint()
+        self.tracker = WorkerTracker(num_workers)
+        self.num_workers, self.prefetch, self.pin_memory = num_workers, prefetch, pin_memory
+        self.multiprocessing_context = multiprocessing_context
+        self._items: Any = None
+
+    def start(self) -> None:
+        if self._items is None:
+            # as_is: items are tensors already; torch's default conversion would also turn the
+            # numpy arrays of every anchor state into tensors.
+            self._items = iter(DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
+                                          prefetch_factor=self.prefetch, pin_memory=self.pin_memory,
+                                          multiprocessing_context=self.multiprocessing_context,
+                                          collate_fn=as_is))
+
+    def next_batch(self) -> Batch | None:
+        self.start()
+        item = self.tracker.next_batch(self._items)
+        if item is None:  # every worker's shard is done
+            return None
+        return Batch(item["inputs"], item["targets"], item.get("positions"))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"workers": self.tracker.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        require_keys(state, ("workers",), "loader state (DataLoader workers)", "StreamingTextDataLoader.state_dict()")
+        self.halt()
+        self.tracker.load_state_dict(state["workers"], self.dataset)
+
+    def stats(self) -> dict[str, Any]:
+        return {"docs": sum(self.tracker.docs.values())}
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def halt(self) -> None:
+        """End the worker processes (and their corpus subprocesses); the tracker keeps the state."""
+        if self._items is not None:
+            self._items._shutdown_workers()
+            self._items = None
+
+    def close(self) -> None:
+        self.halt()

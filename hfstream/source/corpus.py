@@ -8,15 +8,17 @@ import time
 from collections import Counter
 from typing import Any, Iterator
 
-from hfstream.errors import ERROR_TYPES, ConfigError, StateError, WorkerError
-from hfstream.source.spec import SourceSpec, make_spec, resolve
+from hfstream.errors import ERROR_TYPES, ConfigError, StateError, WorkerError, check_int
+from hfstream.source.base import DocumentSource, require_keys
 from hfstream.source.process import WorkerProcess
+from hfstream.source.resolve import resolve
+from hfstream.source.spec import SourceSpec, make_spec
 
 log = logging.getLogger("hfstream.source.corpus")
 STATE_VERSION = 1
 
 
-class HuggingFaceStreamingCorpus:
+class HuggingFaceStreamingCorpus(DocumentSource):
     """A resumable stream of document texts read by a long-lived worker subprocess.
 
     The worker reads the dataset (``datasets.load_dataset(streaming=True)``, or a fast reader
@@ -29,7 +31,7 @@ class HuggingFaceStreamingCorpus:
         dataset: hub id, local file/glob/directory, format name with ``data_files``, or
             ``builtin:python-docs``.
         split: split to read.
-        batch_size: documents per protocol batch (the worker's fetch size).
+        batch_size: documents per worker message (the worker's fetch size; ``docs_per_message``).
         max_samples: stop after this many documents (of this shard); None for no limit.
         queue_bytes: bound on the text held in the parent's read-ahead queue.
         watchdog_timeout: seconds of worker silence (no heartbeat either) before it is killed
@@ -56,16 +58,15 @@ class HuggingFaceStreamingCorpus:
                  watchdog_timeout: float = 30.0, max_restarts: int = 5, heartbeat: float = 1.0,
                  python: str | list[str] | None = None, **options: Any):
         self.spec: SourceSpec = make_spec(dataset, split=split, max_samples=max_samples, **options)
-        for key, value, low in (("batch_size", batch_size, 1), ("queue_bytes", queue_bytes, 1),
-                                ("max_restarts", max_restarts, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}", f"pass {key} >= {low}")
+        self.docs_per_message = check_int("batch_size", batch_size, 1)
+        self.queue_bytes = check_int("queue_bytes", queue_bytes, 1)
+        self.max_restarts = check_int("max_restarts", max_restarts, 0)
         if not watchdog_timeout > heartbeat > 0:
             raise ConfigError(f"watchdog_timeout={watchdog_timeout} must exceed heartbeat={heartbeat} > 0",
                               "a watchdog shorter than the heartbeat would kill healthy workers")
         self.resolved = resolve(self.spec)  # local path errors surface here, in the caller
-        self.batch_size, self.queue_bytes = batch_size, queue_bytes
-        self.watchdog_timeout, self.max_restarts, self.heartbeat = watchdog_timeout, max_restarts, heartbeat
+        self.name = self.spec.dataset
+        self.watchdog_timeout, self.heartbeat = watchdog_timeout, heartbeat
         self.python = [python] if isinstance(python, str) else python
         self.num_restarts = 0
         self.skipped: Counter[str] = Counter()
@@ -129,9 +130,6 @@ class HuggingFaceStreamingCorpus:
         if self._worker is None and not self._finished:
             self._start_worker()
 
-    def __iter__(self) -> Iterator[str]:
-        return self.stream()
-
     def _next_batch(self) -> dict[str, Any] | None:
         if self._batch is not None:  # fully consumed: the position moves past it
             self._base = self._position_after_batch(self._batch, self._base[2])
@@ -174,13 +172,13 @@ class HuggingFaceStreamingCorpus:
         epoch, row, delivered = self._received
         limit = None if self.spec.max_samples is None else self.spec.max_samples - delivered
         self._worker = WorkerProcess(self.spec, start_epoch=epoch, start_row=row, limit=limit,
-                                     batch_size=self.batch_size, queue_bytes=self.queue_bytes,
+                                     docs_per_message=self.docs_per_message, queue_bytes=self.queue_bytes,
                                      heartbeat_s=self.heartbeat, python=self.python)
         log.debug("worker %d started at epoch %d row %d", self._worker.pid, epoch, row)
 
     def _stop_worker(self) -> None:
-        if getattr(self, "_worker", None) is not None:
-            self._worker.stop()  # type: ignore[union-attr]
+        if self._worker is not None:
+            self._worker.stop()
             self._worker = None
 
     def _check_watchdog(self) -> None:
@@ -243,7 +241,9 @@ class HuggingFaceStreamingCorpus:
         Raises:
             StateError: the state comes from another dataset, shard layout, seed or version.
         """
-        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        require_keys(state, ("version", "fingerprint", "epoch", "row", "delivered"), "corpus state",
+                     "HuggingFaceStreamingCorpus.state_dict()")
+        if state["version"] != STATE_VERSION:
             raise StateError(f"not a corpus state of version {STATE_VERSION}: {str(state)[:100]}",
                              "pass the dict returned by HuggingFaceStreamingCorpus.state_dict()")
         if state.get("fingerprint") != self.spec.fingerprint():
@@ -254,6 +254,12 @@ class HuggingFaceStreamingCorpus:
                 "min_length, seed, split, sharding)",
                 "restore into a corpus built with the same dataset and options")
         self._seek(state["epoch"], state["row"], state["delivered"], bool(state.get("finished")))
+
+    def fingerprint(self) -> str:
+        return self.spec.fingerprint()
+
+    def stats(self) -> dict[str, Any]:
+        return {"skipped": dict(self.skipped), "restarts": self.num_restarts}
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
@@ -272,12 +278,6 @@ class HuggingFaceStreamingCorpus:
     def close(self) -> None:
         """Stop the worker. The position is kept: ``stream()`` would start a new one."""
         self._stop_worker()
-
-    def __enter__(self) -> "HuggingFaceStreamingCorpus":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         epoch, row, delivered = self._position()

@@ -1,4 +1,4 @@
-"""The held-out evaluation slice: the head of a stream, and a source that never yields it again.
+"""The held-out slice: the head of a stream, and the filter (a DocumentSource) that never yields it again.
 
 The first ``n`` documents of the stream are the evaluation set. Training reads the stream
 through :class:`ExcludingSource`, which drops every document whose text hashes like one of
@@ -10,9 +10,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Iterable, Iterator, Sequence
 
-import numpy as np
-
 from hfstream.errors import EmptyDatasetError
+from hfstream.source.base import DocumentSource, as_document_source
 
 
 def text_id(text: str) -> bytes:
@@ -28,8 +27,8 @@ def heldout_fingerprint(texts: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def read_head(corpus: Any, n: int) -> list[str]:
-    """The first ``n`` documents of a corpus (fewer if it ends first)."""
+def read_head(corpus: DocumentSource, n: int) -> list[str]:
+    """The first ``n`` documents of a source (fewer if it ends first)."""
     out: list[str] = []
     if n <= 0:
         return out
@@ -40,37 +39,35 @@ def read_head(corpus: Any, n: int) -> list[str]:
     return out
 
 
-class ExcludingSource:
+class ExcludingSource(DocumentSource):
     """A corpus minus a set of documents, with the corpus's exact, resumable position.
 
     Skipped documents advance the position like any other, so a state saved after a batch
     resumes at the same next document, and the same documents are skipped again.
 
     Args:
-        corpus: a ``HuggingFaceStreamingCorpus`` (anything with ``stream_batches``,
-            ``state_dict``, ``load_state_dict``).
+        corpus: the DocumentSource to filter (a corpus, a mixture).
         excluded: texts never to yield.
     """
 
-    def __init__(self, corpus: Any, excluded: Iterable[str]):
-        self.corpus = corpus
+    def __init__(self, corpus: DocumentSource, excluded: Iterable[str]):
+        self.corpus = as_document_source(corpus)
+        self.name = self.corpus.name
         self.excluded_ids = frozenset(text_id(t) for t in excluded)
         self.num_excluded = 0   # documents dropped so far (this process)
         # An endless stream whose every document is held out would spin forever: give up
         # after this many dropped in a row (generous, so that duplicated documents pass).
         self.max_dropped_in_a_row = max(10 * len(self.excluded_ids), 10_000)
 
-    @property
-    def spec(self) -> Any:
-        return self.corpus.spec  # the loader ties its state to the corpus's data fingerprint
-
     def fingerprint(self) -> str:
-        """The wrapped source's data fingerprint (for sources without a SourceSpec, e.g. mixtures)."""
+        """The wrapped source's: the loader ties its state to the data, which is the same."""
         return self.corpus.fingerprint()
 
+    def stats(self) -> dict[str, Any]:
+        return {**self.corpus.stats(), "excluded": self.num_excluded}
+
     def start(self) -> None:
-        if hasattr(self.corpus, "start"):
-            self.corpus.start()
+        self.corpus.start()
 
     def stream_batches(self) -> Iterator[list[str]]:
         excluded = self.excluded_ids
@@ -89,10 +86,6 @@ class ExcludingSource:
             if batch:
                 yield batch
 
-    def stream(self) -> Iterator[str]:
-        for batch in self.stream_batches():
-            yield from batch
-
     def state_dict(self) -> dict[str, Any]:
         return self.corpus.state_dict()
 
@@ -101,29 +94,3 @@ class ExcludingSource:
 
     def close(self) -> None:
         self.corpus.close()
-
-    def __enter__(self) -> "ExcludingSource":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-def pack_rows(token_arrays: Sequence[np.ndarray], eos_id: int, seq_len: int,
-              max_rows: int | None = None) -> np.ndarray:
-    """Documents joined with EOS after each, cut into rows of ``seq_len + 1`` (stride seq_len).
-
-    Deterministic and unshuffled: the evaluation batches are the same at every evaluation.
-    Returns an int64 array (N, T+1); the tail shorter than a row is dropped.
-    """
-    parts = []
-    for ids in token_arrays:
-        parts.append(np.asarray(ids, dtype=np.int64))
-        parts.append(np.array([eos_id], dtype=np.int64))
-    stream = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-    num_rows = max((len(stream) - 1) // seq_len, 0)
-    if max_rows is not None:
-        num_rows = min(num_rows, max_rows)
-    # rows overlap by one token: row i covers stream[i*T : i*T + T + 1]
-    index = np.arange(num_rows)[:, None] * seq_len + np.arange(seq_len + 1)[None, :]
-    return stream[index] if num_rows else np.zeros((0, seq_len + 1), dtype=np.int64)

@@ -87,7 +87,7 @@ class WorkerProcess:
     """
 
     def __init__(self, spec: SourceSpec, *, start_epoch: int, start_row: int, limit: int | None,
-                 batch_size: int, queue_bytes: int, heartbeat_s: float = 1.0,
+                 docs_per_message: int, queue_bytes: int, heartbeat_s: float = 1.0,
                  progress_interval_s: float = 1.0, python: list[str] | None = None):
         self.queue = ByteQueue(queue_bytes)
         self.progress: dict[str, Any] = {}
@@ -98,7 +98,7 @@ class WorkerProcess:
         self.killed_by_watchdog = False
         cmd = [*(python or [sys.executable]), "-m", "hfstream.worker", "--spec", spec.to_json(),
                "--start-epoch", str(start_epoch), "--start-row", str(start_row),
-               "--batch-size", str(batch_size), "--heartbeat", str(heartbeat_s),
+               "--docs-per-message", str(docs_per_message), "--heartbeat", str(heartbeat_s),
                "--progress-interval", str(progress_interval_s)]
         if limit is not None:
             cmd += ["--limit", str(limit)]

@@ -21,6 +21,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from hfstream.errors import ConfigError, EmptyDatasetError
 from hfstream.source.heldout import read_head, text_id
+from hfstream.sources import open_source
 from hfstream.rundir import atomic_write_text, prepared_output_dir
 
 log = logging.getLogger("hfstream.tokens.tokenizer_trainer")
@@ -190,15 +191,12 @@ def train_tokenizer_from_stream(dataset: Any, max_samples: int | None, vocab_siz
     Documents equal to a held-out one are skipped, not counted, so exactly ``max_samples``
     documents are trained on when the stream has them.
 
-    ``dataset`` is a dataset name or a ready-made source (e.g. a ``MixedSource``, with
-    ``stream()`` and ``stream_batches()``). ``corpus_options`` go to
-    :class:`hfstream.corpus.HuggingFaceStreamingCorpus` for a name (``split``,
-    ``name``, ``data_files``, ``text_column``, ...). Arguments, source and output directory are
-    checked before anything is read, and files are written atomically: a failed run leaves
-    nothing behind.
+    ``dataset`` is anything :func:`hfstream.sources.open_source` takes (a dataset name, a
+    mixture, a DocumentSource); ``corpus_options`` go to it (``split``, ``name``,
+    ``data_files``, ``text_column``, ...). Arguments, source and output directory are checked
+    before anything is read, and files are written atomically: a failed run leaves nothing
+    behind.
     """
-    from hfstream.source.corpus import HuggingFaceStreamingCorpus
-
     check_bpe_args(vocab_size, min_frequency, special_tokens)
     if max_samples is not None and max_samples < 1:
         raise ConfigError(f"max_samples={max_samples} must be >= 1", "pass --max-samples N")
@@ -206,10 +204,10 @@ def train_tokenizer_from_stream(dataset: Any, max_samples: int | None, vocab_siz
         holdout_samples = 500 if max_samples is None else min(500, max_samples // 10)
     if holdout_samples < 0:
         raise ConfigError(f"holdout_samples={holdout_samples} must be >= 0", "0 skips the measurement")
-    corpus_options["max_samples"] = None  # the feed stops after max_samples trained documents
-    # The corpus first: a bad path or option fails before the output directory is created.
-    source = HuggingFaceStreamingCorpus(dataset, **corpus_options) if isinstance(dataset, str) else dataset
-    label = dataset if isinstance(dataset, str) else type(dataset).__name__
+    # The source first: a bad path or option fails before the output directory is created.
+    # The feed stops after max_samples trained documents; the stream itself has no limit.
+    source = open_source(dataset, **corpus_options)
+    label = source.name
     with source as corpus, prepared_output_dir(output_dir) as output:
         holdout = read_head(corpus, holdout_samples)
         held = {text_id(t) for t in holdout}

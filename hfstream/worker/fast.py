@@ -16,7 +16,8 @@ from typing import IO, Any, Callable, Iterator
 import orjson
 
 from hfstream.errors import DataFormatError
-from hfstream.source.spec import SourceSpec, compression_of
+from hfstream.source.resolve import compression_of
+from hfstream.source.spec import SourceSpec
 
 Chunks = Iterator[list[Any]]
 _CHUNK_ROWS = 512

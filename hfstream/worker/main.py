@@ -15,7 +15,8 @@ from typing import Any, BinaryIO, Callable
 
 from hfstream.source import wire as protocol
 from hfstream.errors import DataFormatError, EmptyDatasetError, HfStreamError
-from hfstream.source.spec import Resolved, SourceSpec, resolve
+from hfstream.source.resolve import Resolved, resolve
+from hfstream.source.spec import SourceSpec
 from hfstream.worker.rows import Chunks, local_shard_rows
 
 log = logging.getLogger("hfstream.worker")
@@ -76,14 +77,14 @@ class Progress:
 
 
 def stream_documents(spec: SourceSpec, opener: Opener, emit: Callable[[dict], None], *,
-                     start_epoch: int, start_row: int, limit: int | None, batch_size: int,
+                     start_epoch: int, start_row: int, limit: int | None, docs_per_message: int,
                      progress: Progress) -> None:
     """Send the shard's documents from (start_epoch, start_row) as batches, then ``done``."""
     epoch, row, sent = start_epoch, start_row, 0
     texts: list[str] = []
     rows: list[int] = []
     skipped: Counter[str] = Counter()
-    chars, batch_t0, target = 0, 0.0, min(batch_size, FIRST_BATCH)
+    chars, batch_t0, target = 0, 0.0, min(docs_per_message, FIRST_BATCH)
 
     def flush(end: int) -> None:
         nonlocal texts, rows, chars, sent, target
@@ -94,7 +95,7 @@ def stream_documents(spec: SourceSpec, opener: Opener, emit: Callable[[dict], No
         emit(message)
         sent += len(texts)
         progress.add(len(texts), chars)
-        texts, rows, chars, target = [], [], 0, batch_size
+        texts, rows, chars, target = [], [], 0, docs_per_message
 
     min_length, strict = spec.min_length, spec.strict
     while spec.epochs is None or epoch < spec.epochs:
@@ -240,7 +241,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--start-epoch", type=int, default=0)
     p.add_argument("--start-row", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="send at most this many documents")
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--docs-per-message", type=int, default=1000, help="documents per batch line")
     p.add_argument("--heartbeat", type=float, default=1.0, help="seconds of silence before a heartbeat")
     p.add_argument("--progress-interval", type=float, default=1.0)
     p.add_argument("--max-retries", type=int, default=8, help="retries of transient network errors")
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                       "format": resolved.format, "num_files": len(resolved.files)})
         stream_documents(spec, retrying(opener, args.max_retries), emitter.send,
                          start_epoch=args.start_epoch, start_row=args.start_row, limit=args.limit,
-                         batch_size=args.batch_size, progress=Progress(args.progress_interval))
+                         docs_per_message=args.docs_per_message, progress=Progress(args.progress_interval))
         return 0
     except HfStreamError as exc:
         log.error("%s", exc)

@@ -1,0 +1,77 @@
+"""Rows and batches: the packer's (B, T+1) token rows, and the (B, T) tensors a training step takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Rows:
+    """One batch as the token pipelines produce it (numpy, before any tensor is made).
+
+    Attributes:
+        tokens: int64 (B, T+1): each row is a training sequence plus its last target.
+        positions: int64 (B, T+1) position ids restarting at each document, or None.
+        stream_ids: int64 (B,): each row's stream in a token mixture, or None.
+    """
+
+    tokens: np.ndarray
+    positions: np.ndarray | None = None
+    stream_ids: np.ndarray | None = None
+
+    def state(self) -> tuple[Any, Any, Any]:
+        """The rows as plain data for a state dict."""
+        return (self.tokens, self.positions, self.stream_ids)
+
+    @classmethod
+    def from_state(cls, state: Any) -> "Rows":
+        tokens, positions, ids = state
+        as_int64 = lambda a: None if a is None else np.asarray(a, dtype=np.int64)  # noqa: E731
+        return cls(as_int64(tokens), as_int64(positions), as_int64(ids))
+
+
+class Batch:
+    """One training batch: ``inputs, targets = batch`` (int64, (B, T)); ``positions`` optional."""
+
+    __slots__ = ("inputs", "targets", "positions", "stream_ids", "source_rows")
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor | None = None,
+                 source_rows: Rows | None = None, stream_ids: torch.Tensor | None = None):
+        self.inputs, self.targets, self.positions = inputs, targets, positions
+        self.stream_ids = stream_ids    # (B,): each row's stream, with a token mixture
+        self.source_rows = source_rows  # the packer's rows it came from (kept for the loader's state)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter((self.inputs, self.targets))
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return (self.inputs, self.targets)[i]
+
+    def to(self, device: Any, non_blocking: bool = True) -> "Batch":
+        move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return Batch(move(self.inputs), move(self.targets), move(self.positions), self.source_rows,
+                     self.stream_ids)
+
+    def __repr__(self) -> str:
+        return f"Batch(inputs={tuple(self.inputs.shape)}, targets={tuple(self.targets.shape)})"
+
+
+def rows_to_batch(rows: Rows, pin_memory: bool = False) -> Batch:
+    """(B, T+1) rows -> inputs (B, T) = rows[:, :-1], targets (B, T) = rows[:, 1:]."""
+    tokens = rows.tokens
+    # (B, T+1) -> 2 x (B, T); numpy copies cost half of torch's slicing + contiguous()
+    inputs = torch.from_numpy(np.ascontiguousarray(tokens[:, :-1]))
+    targets = torch.from_numpy(np.ascontiguousarray(tokens[:, 1:]))
+    pos = None if rows.positions is None else torch.from_numpy(rows.positions[:, :-1].copy())
+    if pin_memory:
+        inputs, targets = inputs.pin_memory(), targets.pin_memory()
+        pos = None if pos is None else pos.pin_memory()
+    ids = None if rows.stream_ids is None else torch.from_numpy(rows.stream_ids)
+    return Batch(inputs, targets, pos, source_rows=rows, stream_ids=ids)
