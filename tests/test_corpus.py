@@ -38,7 +38,8 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 
 # -- sharding -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("num_shards,shard_by", [(2, "auto"), (4, "files"), (3, "auto"), (2, "rows")])
+@pytest.mark.parametrize("num_shards,shard_by", [(2, "auto"), (4, "files"), (3, "auto"), (2, "rows"),
+                                                  (3, "row_groups")])
 def test_shards_are_disjoint_and_cover_the_dataset(parquet_dir, num_shards, shard_by):
     directory, texts = parquet_dir
     shards = [read_all(str(directory), shard=k, num_shards=num_shards, shard_by=shard_by)
