@@ -112,7 +112,7 @@ def test_a_transient_error_mid_stream_reopens_at_the_same_row(tmp_path):
     path = str(write_parquet(tmp_path / "d.parquet", texts, row_group_size=10))
     spec = SourceSpec(path)
     file_layouts = layouts([path])
-    read = RowGroupReader([path], file_layouts, spec, prefetch=0)
+    read = RowGroupReader([path], file_layouts, spec, read_ahead=True)
     opened = []
 
     def flaky_opener(epoch, start):

@@ -226,7 +226,7 @@ def _files_reader(spec: SourceSpec, files: list[str], fmt: str, versions: list[s
     file_layouts = row_groups.layouts(files, versions)
     rows_per_group = [layout["rows"] for layout in file_layouts]
     mode = shard_mode(spec, len(files), sum(map(len, rows_per_group)), forced_mode)
-    read = row_groups.RowGroupReader(files, file_layouts, spec, prefetch=0 if versions is None else 2)
+    read = row_groups.RowGroupReader(files, file_layouts, spec, read_ahead=versions is not None)
     return Reader("fast", lambda e, r: piece_shard_rows(rows_per_group, spec, e, r, mode, read), mode, revision,
                   len(files))
 

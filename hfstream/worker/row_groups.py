@@ -10,9 +10,7 @@ row group costs one range request for the text column's chunk.
 from __future__ import annotations
 
 import io
-import queue
 import struct
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, Iterator, NoReturn
 
@@ -27,7 +25,7 @@ from hfstream.worker.rows import Chunks, Piece
 #: per file: {"size": bytes, "footer": bytes of metadata, "rows": [rows of each row group]}
 Layout = dict[str, Any]
 _FOOTER_THREADS = 8
-_DONE = object()
+_DONE = object()  # the end of the pieces
 
 
 def read_footer(f: IO[bytes], size: int, footer_len: int | None = None) -> tuple[Any, int]:
@@ -75,21 +73,22 @@ def layouts(files: list[str], versions: list[str] | None = None) -> list[Layout]
 
 
 class RowGroupReader:
-    """Reads runs of row groups (``Piece``s) of ``files``, ``prefetch`` row groups ahead in a thread.
+    """Reads runs of row groups (``Piece``s) of ``files``, the next one fetched while this one is sent.
 
     Args:
         files: the dataset's files (local paths or URLs), indexed by ``Piece.file``.
         file_layouts: their layouts (``layouts(files)``).
         spec: the column to read (``text_column``).
-        prefetch: row groups fetched ahead while the current one is converted and sent; 0 reads
-            in the calling thread (local files: the page cache is already ahead).
+        read_ahead: fetch the next row group in a thread while the current one is converted and
+            sent (remote files); False reads in the calling thread (local files: the page cache
+            is already ahead).
     """
 
-    def __init__(self, files: list[str], file_layouts: list[Layout], spec: SourceSpec, prefetch: int = 2):
-        self.files, self.layouts, self.column, self.prefetch = files, file_layouts, spec.text_column, prefetch
+    def __init__(self, files: list[str], file_layouts: list[Layout], spec: SourceSpec, read_ahead: bool = True):
+        self.files, self.layouts, self.column, self.read_ahead = files, file_layouts, spec.text_column, read_ahead
 
     def __call__(self, pieces: list[Piece], offset: int) -> Chunks:
-        tables = self._tables(pieces) if self.prefetch <= 0 else self._prefetched(pieces)
+        tables = self._prefetched(pieces) if self.read_ahead else self._tables(pieces)
         for table in tables:
             values = table.column(0).to_pylist()
             if offset:
@@ -97,13 +96,11 @@ class RowGroupReader:
             if values:
                 yield values
 
-    def _tables(self, pieces: list[Piece], stop: threading.Event | None = None) -> Iterator[Any]:
+    def _tables(self, pieces: list[Piece]) -> Iterator[Any]:
         """The text column of each piece, in order; one open file at a time."""
         current: tuple[int, Any, Any] | None = None  # (file index, file object, ParquetFile)
         try:
             for piece in pieces:
-                if stop is not None and stop.is_set():
-                    return
                 if current is None or current[0] != piece.file:
                     _close(current)
                     current = None
@@ -140,42 +137,24 @@ class RowGroupReader:
             raise_classified(exc, self.files[piece.file], piece.group)
 
     def _prefetched(self, pieces: list[Piece]) -> Iterator[Any]:
-        """``_tables`` run in a thread that stays ``prefetch`` row groups ahead; its errors come out here."""
-        ready: queue.Queue = queue.Queue(self.prefetch)
-        stop = threading.Event()
+        """``_tables``, the next row group read in a thread while the caller uses this one.
 
-        def produce() -> None:
+        Exactly one read is ahead (a restart then costs one footer, the row group it needs and
+        the next); the generator only ever runs in that thread, one step at a time.
+        """
+        tables = self._tables(pieces)
+        with ThreadPoolExecutor(1, thread_name_prefix="hfstream-read-ahead") as pool:
+            ahead = pool.submit(next, tables, _DONE)
             try:
-                for table in self._tables(pieces, stop):
-                    if not _put(ready, (table, None), stop):
+                while True:
+                    table = ahead.result()  # re-raises the reader's error here
+                    if table is _DONE:
                         return
-                _put(ready, (_DONE, None), stop)
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-                _put(ready, (None, exc), stop)
-
-        thread = threading.Thread(target=produce, daemon=True, name="hfstream-prefetch")
-        thread.start()
-        try:
-            while True:
-                table, error = ready.get()
-                if error is not None:
-                    raise error
-                if table is _DONE:
-                    return
-                yield table
-        finally:
-            stop.set()
-
-
-def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
-    """Put ``item``, waiting for room unless ``stop`` is set (the consumer went away)."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
+                    ahead = pool.submit(next, tables, _DONE)
+                    yield table
+            finally:
+                ahead.cancel()
+                pool.submit(tables.close)  # after the running read: the executor runs one at a time
 
 
 def _open(path: str) -> Any:
