@@ -228,3 +228,31 @@ def test_the_right_token_reaches_the_api_the_resolution_and_the_reads(hub, finew
     hub.require_token("hf_right")
     assert digests(read(max_samples=100)) == digests(fineweb[2][:100])
     assert 401 not in {r.status for r in hub.log} and all(r.authorization for r in hub.log)
+
+
+# -- JSON lines: a restart is bounded by one file ----------------------------------------------
+
+
+def test_a_restart_in_compressed_json_lines_reads_only_the_file_it_is_in(tmp_path, monkeypatch):
+    from conftest import make_texts, write_jsonl
+
+    texts = make_texts(400, seed=9)
+    data = tmp_path / "hub" / "org" / "web-jsonl" / "data"
+    data.mkdir(parents=True)
+    for k in range(4):
+        write_jsonl(data / f"part-{k}.jsonl.gz", [{"text": t} for t in texts[100 * k:100 * (k + 1)]])
+    with LocalHub(tmp_path / "hub") as hub:
+        for key, value in {**hub.env(), "HF_HOME": str(tmp_path / "hf")}.items():
+            monkeypatch.setenv(key, value)
+        with HuggingFaceStreamingCorpus("org/web-jsonl") as c:  # a first pass learns each file's rows
+            stream = c.stream()
+            assert [next(stream) for _ in range(400)] == texts
+        with HuggingFaceStreamingCorpus("org/web-jsonl") as c:
+            stream = c.stream()
+            head = [next(stream) for _ in range(250)]
+            state = c.state_dict()
+        hub.reset_counters()
+        with HuggingFaceStreamingCorpus("org/web-jsonl", max_samples=253) as c:
+            c.load_state_dict(state)
+            assert head + list(c.stream()) == texts[:253]
+        assert set(hub.bytes_by_file) == {"org/web-jsonl/data/part-2.jsonl.gz"}

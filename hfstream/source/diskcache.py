@@ -50,6 +50,21 @@ def cached_json(kind: str, key: Any, compute: Callable[[], Any]) -> Any:
         return value
 
 
+def read_cached(kind: str, key: Any) -> Any:
+    """The value stored for ``key``, or None."""
+    return _read(cache_path(kind, key))
+
+
+def write_cached(kind: str, key: Any, value: Any) -> None:
+    """Store ``value`` for ``key`` (best effort: an unwritable cache is skipped)."""
+    path = cache_path(kind, key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return
+    _write(path, value)
+
+
 def _read(path: Path) -> Any:
     try:
         return orjson.loads(path.read_bytes())

@@ -23,7 +23,7 @@ from hfstream.source.faults import describe, is_refused, is_transient, refused_e
 from hfstream.source.resolve import Resolved, resolve
 from hfstream.source.spec import SourceSpec
 from hfstream.worker import fast, hf, remote, row_groups
-from hfstream.worker.rows import Chunks, local_shard_rows, piece_shard_rows, shard_mode
+from hfstream.worker.rows import Chunks, FileCounts, local_shard_rows, piece_shard_rows, shard_mode
 
 log = logging.getLogger("hfstream.worker")
 Opener = Callable[[int, int], Chunks]  # (epoch, start shard row) -> chunks of raw values
@@ -221,14 +221,20 @@ def _files_reader(spec: SourceSpec, files: list[str], fmt: str, versions: list[s
                       len(files))
     if fmt != "parquet":
         mode = shard_mode(spec, len(files), forced=forced_mode)
-        return Reader("fast", lambda e, r: local_shard_rows(files, spec, e, r, fast.READERS[fmt], mode), mode,
-                      revision, len(files))
+        counts = FileCounts(dict(zip(files, versions or map(_local_version, files))))
+        return Reader("fast", lambda e, r: local_shard_rows(files, spec, e, r, fast.READERS[fmt], mode, counts),
+                      mode, revision, len(files))
     file_layouts = row_groups.layouts(files, versions)
     rows_per_group = [layout["rows"] for layout in file_layouts]
     mode = shard_mode(spec, len(files), sum(map(len, rows_per_group)), forced_mode)
     read = row_groups.RowGroupReader(files, file_layouts, spec, read_ahead=versions is not None)
     return Reader("fast", lambda e, r: piece_shard_rows(rows_per_group, spec, e, r, mode, read), mode, revision,
                   len(files))
+
+
+def _local_version(path: str) -> str:
+    stat = os.stat(path)
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def retry_call(call: Callable[[], Any], max_retries: int, what: str, backoff_s: float = 0.5) -> Any:

@@ -122,10 +122,14 @@ def raise_if_server_trouble(files: list[str]) -> bool:
     return found
 
 
-def open_exact(url: str) -> IO[bytes]:
-    """The file for exact range reads (no cache: each read is one request for those bytes)."""
+def open_exact(url: str, size: int | None = None) -> IO[bytes]:
+    """The file for exact range reads (no cache: each read is one request for those bytes).
+
+    ``size`` (when known, e.g. from a cached layout) spares the request that would look it up.
+    """
     fs, path = filesystem(url)
-    return CheckedReads(fs.open(path, "rb", cache_type="none", block_size=SEQUENTIAL_BLOCK))
+    options = {} if size is None else {"size": size}
+    return CheckedReads(fs.open(path, "rb", cache_type="none", block_size=SEQUENTIAL_BLOCK, **options))
 
 
 def open_sequential(url: str) -> IO[bytes]:

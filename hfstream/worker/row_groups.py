@@ -116,7 +116,7 @@ class RowGroupReader:
         path, layout, f = self.files[index], self.layouts[index], None
         try:
             if remote.is_url(path):
-                f = remote.open_exact(path)
+                f = remote.open_exact(path, size=layout["size"])  # the size known: no listing request
                 meta, _ = read_footer(f, layout["size"], layout["footer"])
                 parquet = pq.ParquetFile(f, metadata=meta)  # pre_buffer: one request per column chunk
             else:  # mmap + no pre-buffering + no threads measured fastest for local files
@@ -154,7 +154,10 @@ class RowGroupReader:
                     yield table
             finally:
                 ahead.cancel()
-                pool.submit(tables.close)  # after the running read: the executor runs one at a time
+                try:
+                    pool.submit(tables.close)  # after the running read: the executor runs one at a time
+                except RuntimeError:
+                    pass  # the interpreter is exiting: nothing left to close
 
 
 def _open(path: str) -> Any:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal
 
 from hfstream.errors import ConfigError, StateError
+from hfstream.source.diskcache import read_cached, write_cached
 from hfstream.source.spec import SourceSpec
 
 Chunks = Iterator[list[Any]]
@@ -128,33 +129,64 @@ def piece_shard_rows(layout: list[list[int]], spec: SourceSpec, epoch: int, star
     return _every_nth(read(pieces[index:], offset), spec.num_shards)
 
 
+class FileCounts:
+    """Rows per file, learned by reading each file whole and kept in the hfstream cache.
+
+    JSON lines and text files have no row index: a restart would read every file before its
+    position. With the counts of the files already read (by any worker on this machine), it
+    skips them unopened and reads only the file that holds the position.
+
+    Args:
+        versions: a tag per file that changes when the file does (size and mtime, ETag).
+    """
+
+    def __init__(self, versions: dict[str, str]):
+        self.versions = versions
+
+    def get(self, path: str) -> int | None:
+        return read_cached("row-counts", [path, self.versions[path]])
+
+    def put(self, path: str, num_rows: int) -> None:
+        write_cached("row-counts", [path, self.versions[path]], num_rows)
+
+
 def local_shard_rows(files: list[str], spec: SourceSpec, epoch: int, start: int,
-                     reader: FileReader, mode: ShardMode) -> Chunks:
+                     reader: FileReader, mode: ShardMode, counts: FileCounts | None = None) -> Chunks:
     """Chunks of this shard's raw text values in ``epoch``, from shard row ``start`` on, file by file.
 
-    ``mode`` is ``files`` or ``rows`` (``shard_mode(spec, len(files))``).
+    ``mode`` is ``files`` or ``rows`` (``shard_mode(spec, len(files))``); ``counts`` lets whole
+    files before the start be skipped unread.
     """
     order = epoch_file_order(files, spec.seed, epoch)
     if mode == "files":
         mine = order[spec.shard::spec.num_shards]
-        return _concat(mine, spec, start, reader)
+        return _concat(mine, spec, start, reader, counts)
     # Row sharding: shard row r is global row r * n + shard.
     global_start = start * spec.num_shards + spec.shard
-    return _every_nth(_concat(order, spec, global_start, reader), spec.num_shards)
+    return _every_nth(_concat(order, spec, global_start, reader, counts), spec.num_shards)
 
 
-def _concat(files: list[str], spec: SourceSpec, skip: int, reader: FileReader) -> Chunks:
+def _concat(files: list[str], spec: SourceSpec, skip: int, reader: FileReader,
+            counts: FileCounts | None = None) -> Chunks:
     """The files' chunks one after another, with the first ``skip`` rows dropped."""
     for path in files:
+        known = counts.get(path) if counts is not None else None
+        if known is not None and skip >= known:
+            skip -= known  # counted before: not opened
+            continue
         jumped, chunks = reader(path, spec, skip)
         skip -= jumped
+        seen = jumped
         for chunk in chunks:
+            seen += len(chunk)
             if skip >= len(chunk):
                 skip -= len(chunk)
                 continue
             if skip:
                 chunk, skip = chunk[skip:], 0
             yield chunk
+        if counts is not None and known is None:
+            counts.put(path, seen)  # read whole: the next restart can skip it
 
 
 def skip_rows(chunks: Chunks, skip: int) -> Chunks:
