@@ -9,7 +9,6 @@ revision is refused on resume.
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import os
 import signal
@@ -22,16 +21,10 @@ from hfstream import HuggingFaceStreamingCorpus
 from hfstream.errors import AuthError, StateError
 from hfstream.testing.fineweb import FINEWEB_REPO_ID, make_fineweb_like_repo, shared_fineweb_parquet
 from hfstream.testing.hub import LocalHub
+from test_hub_server import LOAD_DATASET, digests, parquet_bytes  # the same datasets run and counters
 
 pq = pytest.importorskip("pyarrow.parquet")
 pytest.importorskip("huggingface_hub")
-
-LOAD_DATASET = """
-import hashlib, json, sys, datasets
-ds = datasets.load_dataset("HuggingFaceFW/fineweb", name="sample-10BT", split="train", streaming=True)
-print(json.dumps([hashlib.sha1(row["text"].encode()).hexdigest() for row in ds]))
-"""
-
 
 @pytest.fixture(scope="module")
 def fineweb(tmp_path_factory):
@@ -59,14 +52,6 @@ def corpus(**options) -> HuggingFaceStreamingCorpus:
 def read(**options) -> list[str]:
     with corpus(**options) as c:
         return list(c.stream())
-
-
-def digests(texts) -> list[str]:
-    return [hashlib.sha1(t.encode()).hexdigest() for t in texts]
-
-
-def parquet_bytes(hub) -> int:
-    return sum(n for key, n in hub.bytes_by_file.items() if key.endswith(".parquet"))
 
 
 def text_chunk(path, group: int) -> int:

@@ -21,15 +21,16 @@ STATE_VERSION = 1
 class HuggingFaceStreamingCorpus(DocumentSource):
     """A resumable stream of document texts read by a long-lived worker subprocess.
 
-    The worker reads the dataset (``datasets.load_dataset(streaming=True)``, or a fast reader
-    for local files that yields the same documents) and sends batches over a pipe; a reader
+    The worker reads the dataset (fast readers for parquet, JSON lines and text, local or
+    remote: hub ids, ``hf://``, ``s3://``, ``gs://``, ``https://``; ``datasets.load_dataset(
+    streaming=True)`` for the rest, with the same documents) and sends batches over a pipe; a reader
     thread keeps a queue bounded in bytes full. If the worker crashes, hangs (silent for
     ``watchdog_timeout`` seconds, e.g. SIGSTOP'd) or writes a malformed line, a new one starts at
     the exact next undelivered document: nothing is lost or repeated.
 
     Args:
-        dataset: hub id, local file/glob/directory, format name with ``data_files``, or
-            ``builtin:python-docs``.
+        dataset: hub id, local file/glob/directory, remote URL or glob, format name with
+            ``data_files``, or ``builtin:python-docs``.
         split: split to read.
         batch_size: documents per worker message (the worker's fetch size; ``docs_per_message``).
         max_samples: stop after this many documents (of this shard); None for no limit.

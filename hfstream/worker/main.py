@@ -205,7 +205,7 @@ def make_reader(spec: SourceSpec, resolved: Resolved, forced_mode: str | None = 
         files, fmt, versions = found.files, found.builder, [found.sha] * len(found.files)
     elif resolved.kind == "remote" and spec.reader != "datasets" and (fmt == "parquet" or fmt in fast.READERS):
         listed = remote.list_files(files)
-        files, versions = [f.url for f in listed], [f"{f.size}:{f.version}" for f in listed]
+        files, versions = [f.url for f in listed], [f"{f.size}:{f.version}" if f.version else "" for f in listed]
     return _files_reader(spec, files, fmt or "", versions, forced_mode, revision)
 
 
@@ -221,13 +221,13 @@ def _files_reader(spec: SourceSpec, files: list[str], fmt: str, versions: list[s
                       len(files))
     if fmt != "parquet":
         mode = shard_mode(spec, len(files), forced=forced_mode)
-        counts = FileCounts(dict(zip(files, versions or map(_local_version, files))))
+        counts = FileCounts(dict(zip(files, versions or map(_local_version, files))))  # "": not kept
         return Reader("fast", lambda e, r: local_shard_rows(files, spec, e, r, fast.READERS[fmt], mode, counts),
                       mode, revision, len(files))
     file_layouts = row_groups.layouts(files, versions)
     rows_per_group = [layout["rows"] for layout in file_layouts]
     mode = shard_mode(spec, len(files), sum(map(len, rows_per_group)), forced_mode)
-    read = row_groups.RowGroupReader(files, file_layouts, spec, read_ahead=versions is not None)
+    read = row_groups.RowGroupReader(files, file_layouts, spec, read_ahead=remote.is_url(files[0]) if files else False)
     return Reader("fast", lambda e, r: piece_shard_rows(rows_per_group, spec, e, r, mode, read), mode, revision,
                   len(files))
 

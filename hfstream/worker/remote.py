@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from hfstream.errors import ConfigError, DatasetNotFoundError
-from hfstream.source.resolve import URL_SCHEMES
 from hfstream.source.faults import TruncatedReadError
+from hfstream.source.resolve import URL_SCHEMES
 
 #: scheme -> (the fsspec package that reads it, the hfstream extra that installs it)
 FILESYSTEM_PACKAGES = {"s3": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs"),
@@ -60,7 +60,7 @@ def filesystem(url: str) -> tuple[Any, str]:
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """A remote file as listed: its URL, size and version tag (ETag, mtime or the commit in the URL)."""
+    """A remote file as listed: its URL, size and version tag (ETag, git blob id, mtime; "" if unknown)."""
 
     url: str
     size: int | None
@@ -91,8 +91,8 @@ def list_files(patterns: list[str]) -> list[RemoteFile]:
                                        "check the URL (bucket, path and pattern) and that your credentials can list it")
         for p, info in infos.items():
             url = pattern if p == path else fs.unstrip_protocol(p)
-            version = str(info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime")
-                          or info.get("last_commit") or "")
+            version = str(info.get("ETag") or info.get("etag") or info.get("blob_id") or info.get("LastModified")
+                          or info.get("mtime") or info.get("updated") or "")
             out.append(RemoteFile(url, info.get("size"), version))
     return out
 

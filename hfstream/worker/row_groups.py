@@ -16,10 +16,10 @@ from typing import IO, Any, Iterator, NoReturn
 
 from hfstream.errors import DataFormatError
 from hfstream.source.diskcache import cached_json
+from hfstream.source.faults import is_refused, is_transient
 from hfstream.source.spec import SourceSpec
 from hfstream.worker import remote
 from hfstream.worker.fast import missing_column
-from hfstream.source.faults import is_refused, is_transient
 from hfstream.worker.rows import Chunks, Piece
 
 #: per file: {"size": bytes, "footer": bytes of metadata, "rows": [rows of each row group]}
@@ -61,13 +61,14 @@ def layouts(files: list[str], versions: list[str] | None = None) -> list[Layout]
         files: local paths or URLs.
         versions: one tag per file that changes when the file does (ETag, mtime, or the commit
             in an ``hf://...@sha`` URL); None for local files (never cached: their footers are
-            a local read).
+            a local read). A file without a tag ("") is not cached either: a file that changed
+            under a stale layout would be misread.
     """
     def gather() -> list[Layout]:
         with ThreadPoolExecutor(min(_FOOTER_THREADS, len(files) or 1)) as pool:
             return list(pool.map(file_layout, files))
 
-    if versions is None:
+    if versions is None or not all(versions):
         return gather()
     return cached_json("parquet-layouts", [files, versions], gather)
 

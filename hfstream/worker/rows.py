@@ -144,10 +144,13 @@ class FileCounts:
         self.versions = versions
 
     def get(self, path: str) -> int | None:
-        return read_cached("row-counts", [path, self.versions[path]])
+        version = self.versions.get(path)
+        return read_cached("row-counts", [path, version]) if version else None
 
     def put(self, path: str, num_rows: int) -> None:
-        write_cached("row-counts", [path, self.versions[path]], num_rows)
+        version = self.versions.get(path)
+        if version:  # a file without a version tag is never trusted to be unchanged
+            write_cached("row-counts", [path, version], num_rows)
 
 
 def local_shard_rows(files: list[str], spec: SourceSpec, epoch: int, start: int,
