@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 import os
 import random
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -98,3 +104,38 @@ def tokenizer_path(tmp_path_factory) -> Path:
 
     return train_small_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.json",
                                  list(topics.values()) + make_texts(200))
+
+
+@dataclass
+class Twins:
+    """A native module and its pure-Python twin, for tests that run both and compare them."""
+
+    python: ModuleType
+    native: ModuleType | None       # None when the extension is not built
+    needs_native: Any               # a skipif mark for tests that need the native module
+
+    @property
+    def impls(self) -> list:
+        """Both, as pytest params ``python`` and ``native`` (the latter skipped when not built)."""
+        return [pytest.param(self.python, id="python"),
+                pytest.param(self.native, id="native", marks=self.needs_native)]
+
+
+def twins(native_name: str, twin: ModuleType) -> Twins:
+    """The twins of ``hfstream.<native_name>`` (not built: the native side is skipped here, and
+    test_native.py fails in CI, where the build is required)."""
+    try:
+        native = importlib.import_module(f"hfstream.{native_name}")
+    except ImportError:
+        native = None
+    reason = f"native hfstream.{native_name} is not built (python setup.py build_ext --inplace)"
+    return Twins(twin, native, pytest.mark.skipif(native is None, reason=reason))
+
+
+def torchrun(script: Path, *args: str, nproc: int = 2, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run ``script`` under ``torch.distributed.run --standalone`` (a free port: tests may run side by
+    side) with this checkout importable; returns the finished process (text output)."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc_per_node={nproc}", str(script), *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)

@@ -24,6 +24,8 @@ from hfstream.bench import BENCHMARKS
 from hfstream.cli import serve
 from hfstream.cli.common import run_main
 from hfstream.cli.options import add_mixture_args, add_source_args, open_source_from_args
+from hfstream.progress import progress_bar
+from hfstream.source.builtin import BUILTIN_DATASETS, PREFIX
 
 
 def cmd_head(args: argparse.Namespace) -> int:
@@ -39,8 +41,6 @@ def cmd_head(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from hfstream.progress import progress_bar
-
     t0 = time.perf_counter()
     docs = nbytes = 0
     first = None
@@ -74,8 +74,6 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from hfstream.source.builtin import BUILTIN_DATASETS, PREFIX
-
     for name, description in BUILTIN_DATASETS.items():
         print(f"{PREFIX}{name}\t{description}")
     return 0
