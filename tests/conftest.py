@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from hfstream.rundir import read_metrics
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FINEWEB = SHARED_DATA / "fineweb_legal.parquet"
 
@@ -139,3 +141,54 @@ def torchrun(script: Path, *args: str, nproc: int = 2, timeout: float = 240) -> 
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            f"--nproc_per_node={nproc}", str(script), *args],
                           capture_output=True, text=True, env=env, timeout=timeout)
+
+
+# -- a tiny training run (tests of train-streaming) ------------------------------------------
+
+#: A config for a few-second run: 1 layer, 32 wide, 6 steps of 4 x 32 tokens.
+TINY = """
+data:
+  dataset: {dataset}
+  eval_docs: 12
+  shuffle_buffer_size: 40
+  fetch_batch_size: 25
+tokenizer:
+  path: {tokenizer}
+  vocab_size: 400
+  max_samples: 300
+model: {{n_layer: 1, n_head: 2, n_embd: 32, seq_len: 32}}
+optim: {{learning_rate: 1.0e-2, warmup_steps: 2, decay_steps: 8}}
+train:
+  output_dir: {output}
+  max_steps: 6
+  batch_size: 4
+  logging_steps: 1
+  eval_steps: 3
+  eval_batches: 2
+  save_steps: 4
+  record_batches: true
+sample: {{prompts: ["doc 1", "alpha"], sample_steps: 3, max_new_tokens: 8}}
+"""
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    texts = make_texts(120)              # "doc N: words..." -- each document carries its number
+    return write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in texts]), texts
+
+
+@pytest.fixture
+def make_config(tmp_path, dataset, tokenizer_path):
+    def make(name="run", tokenizer=tokenizer_path, **extra):
+        text = TINY.format(dataset=dataset[0], tokenizer=tokenizer if tokenizer else "null",
+                           output=tmp_path / name)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text)
+        return path, tmp_path / name
+    return make
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    """Each logged step's training loss, from a run's metrics.jsonl."""
+
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r}

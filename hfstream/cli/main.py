@@ -23,7 +23,7 @@ import orjson
 
 from hfstream.bench import BENCHMARKS
 from hfstream.cli import info, serve
-from hfstream.cli.common import run_main
+from hfstream.cli.common import help_texts, run_main
 from hfstream.cli.options import add_mixture_args, add_source_args, open_source_from_args
 from hfstream.progress import progress_bar
 from hfstream.source.builtin import BUILTIN_DATASETS, PREFIX
@@ -85,9 +85,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hfstream", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(prog="hfstream", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     **help_texts(__doc__))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (the worker's output too)")
     # The same flag after the subcommand (`hfstream serve -v`); SUPPRESS keeps a -v given before it.
     common = argparse.ArgumentParser(add_help=False)
