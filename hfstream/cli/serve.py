@@ -19,6 +19,8 @@ import logging
 import os
 
 from hfstream.cli.options import add_mixture_args, add_source_args, open_source_from_args
+from hfstream.eir.runner import run_server
+from hfstream.eir.server import ServerConfig
 
 TOKEN_ENV = "HFSTREAM_WS_TOKEN"
 
@@ -63,9 +65,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from hfstream.eir.runner import run_server
-    from hfstream.eir.server import ServerConfig
-
     logging.getLogger("hfstream.eir").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if args.verbose:  # our per-connection lines, not websockets' line per frame
         logging.getLogger("websockets").setLevel(logging.INFO)

@@ -8,6 +8,7 @@ state, the resolved config, and the identity of the tokenizer and of the held-ou
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import zipfile
@@ -77,3 +78,45 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                          f"this hfstream reads version {VERSION}",
                          "resume it with the hfstream version that wrote it")
     return state
+
+
+def check_matches(ckpt: dict[str, Any], key: str, now: Any, output: Path | None = None) -> None:
+    """Raise a StateError that shows the difference when this run's ``key`` is not the checkpoint's.
+
+    ``key`` is one of ``world_size``, ``heldout``, ``tokenizer`` (fingerprint and vocab size) and
+    ``model_config``: what a resume must keep.
+    """
+    saved = ckpt[key]
+    if saved == now:
+        return
+    if key == "world_size":
+        raise StateError(f"the checkpoint was written by {saved} rank(s), this run has {now}",
+                         "resume with the same torchrun --nproc_per_node (and nodes): each rank "
+                         "continues its own shard of the stream")
+    if key == "heldout":
+        raise StateError("the held-out documents differ from the checkpoint's (the dataset or "
+                         "data.eval_docs changed)", "resume with the same data section")
+    if key == "tokenizer":
+        raise StateError(
+            f"the tokenizer does not match the checkpoint: it was trained with tokenizer "
+            f"{saved['fingerprint']} ({saved['vocab_size']:,} tokens), this run uses "
+            f"{now['fingerprint']} ({now['vocab_size']:,} tokens)",
+            f"resume with the run's own tokenizer ({Path(output or '.') / 'tokenizer.json'}), or start a new run")
+    diff = ", ".join(f"{k}: saved {v}, now {now.get(k)}" for k, v in saved.items() if now.get(k) != v)
+    raise StateError(f"the model section differs from the checkpoint's: {diff}",
+                     "resume with the checkpoint's model settings (its config.yaml)")
+
+
+def completed_summary(ckpt: dict[str, Any], output: Path, max_steps: int) -> dict[str, Any] | None:
+    """When the checkpoint already reached ``max_steps``: the run's summary (``summary.json``, else
+    what the checkpoint knows) with ``complete`` and a message saying how to train on; else None."""
+    if ckpt["step"] < max_steps:
+        return None
+    path = output / "summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {
+        "output_dir": str(output), "steps": ckpt["step"], "tokens": ckpt["tokens"]}
+    return {**summary, "complete": True, "max_steps": max_steps,
+            "message": f"the run in {output} is complete: it reached step {ckpt['step']} "
+                       f"(max_steps={max_steps}); nothing was changed. To train on, resume with a larger "
+                       f"--max_steps (e.g. --max_steps {2 * ckpt['step']}; pin optim.decay_steps to keep "
+                       "the learning-rate schedule)"}

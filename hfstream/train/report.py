@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import sys
@@ -148,3 +149,13 @@ def done_line(summary: dict[str, Any]) -> str:
     train_text = f"{summary['final_train_loss']:.4f}" if summary["final_train_loss"] is not None else "n/a"
     return (f"{'interrupted' if summary['interrupted'] else 'done'}: {progress}; train loss {train_text}, "
             f"eval loss {eval_text}; outputs in {summary['output_dir']}")
+
+
+def batch_record(step: int, micro: int, inputs: torch.Tensor, targets: torch.Tensor) -> dict:
+    """What ``train.record_batches`` writes per micro-batch: a hash and the packed rows.
+
+    ``rows`` (B, T+1) are the inputs plus the last target: the exact token stream trained on.
+    """
+    digest = hashlib.sha1(inputs.numpy().tobytes() + targets.numpy().tobytes()).hexdigest()
+    rows = torch.cat([inputs, targets[:, -1:]], dim=1)  # (B, T) + (B, 1) -> (B, T+1)
+    return {"step": step, "micro": micro, "sha1": digest, "rows": rows.tolist()}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -31,18 +30,20 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from hfstream.errors import ConfigError, EmptyDatasetError, StateError
+from hfstream.errors import ConfigError, EmptyDatasetError
 from hfstream.progress import progress_bar
 from hfstream.rundir import MetricsLog, atomic_write_text, ensure_writable_dir
 from hfstream.source.heldout import heldout_fingerprint
 from hfstream.train import plan, report
-from hfstream.train.checkpoint import CHECKPOINT_NAME, find_checkpoint, load_checkpoint, save_checkpoint
-from hfstream.train.config import Config, OptimConfig, config_to_dict, config_to_yaml
+from hfstream.train.checkpoint import (CHECKPOINT_NAME, check_matches, completed_summary, find_checkpoint,
+                                       load_checkpoint, save_checkpoint)
+from hfstream.train.config import Config, config_to_dict, config_to_yaml
 from hfstream.train.distributed import Ranks, agree, broadcast_object, gather_objects, init_distributed
 from hfstream.train.evaluate import evaluate, pack_rows
 from hfstream.train.model import GPT
 from hfstream.train.runtime import (GracefulStop, choose_device, choose_dtype, configure_backends, restore_rng,
                                     rng_state)
+from hfstream.train.schedule import learning_rate, schedule_state
 
 log = logging.getLogger("hfstream.train")
 
@@ -124,27 +125,15 @@ class Run:
             raise ConfigError(f"{str(self.output)!r} already holds a run (checkpoint.pt)",
                               "pass --resume to continue it, --overwrite to start over in it, or "
                               "choose another --output")
-        if ckpt is not None and ckpt["world_size"] != self.ddp.world_size:
-            raise StateError(f"the checkpoint was written by {ckpt['world_size']} rank(s), this run has "
-                             f"{self.ddp.world_size}", "resume with the same torchrun --nproc_per_node "
-                             "(and nodes): each rank continues its own shard of the stream")
+        if ckpt is not None:
+            check_matches(ckpt, "world_size", self.ddp.world_size)
         if self.ddp.is_main and (ckpt is None or ckpt["step"] < self.config.train.max_steps):
             ensure_writable_dir(self.output)
         return ckpt
 
     def _already_complete(self, ckpt: dict[str, Any]) -> dict[str, Any] | None:
         """The run's own summary when it already reached max_steps (nothing is written), else None."""
-        max_steps = self.config.train.max_steps
-        if ckpt["step"] < max_steps:
-            return None
-        summary_path = self.output / "summary.json"
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {
-            "output_dir": str(self.output), "steps": ckpt["step"], "tokens": ckpt["tokens"]}
-        return {**summary, "complete": True, "max_steps": max_steps,
-                "message": f"the run in {self.output} is complete: it reached step {ckpt['step']} "
-                           f"(max_steps={max_steps}); nothing was changed. To train on, resume with a "
-                           f"larger --max_steps (e.g. --max_steps {2 * ckpt['step']}; pin "
-                           "optim.decay_steps to keep the learning-rate schedule)"}
+        return completed_summary(ckpt, self.output, self.config.train.max_steps)
 
     def _plan_data(self, ckpt: dict[str, Any] | None) -> None:
         """The held-out slice and the tokenizer, checked against the checkpoint."""
@@ -155,17 +144,12 @@ class Run:
                 f"{d.dataset!r} has only {len(self.heldout)} documents, all held out (data.eval_docs="
                 f"{d.eval_docs}): nothing would be left to train on", "lower data.eval_docs")
         self.heldout_id = heldout_fingerprint(self.heldout)
-        if ckpt is not None and ckpt["heldout"] != self.heldout_id:
-            raise StateError("the held-out documents differ from the checkpoint's (the dataset or "
-                             "data.eval_docs changed)", "resume with the same data section")
+        if ckpt is not None:
+            check_matches(ckpt, "heldout", self.heldout_id)
         self.encoder = plan.prepare_tokenizer(config, ddp, self.output, self.heldout, resuming=ckpt is not None)
-        if ckpt is not None and ckpt["tokenizer"]["fingerprint"] != self.encoder.fingerprint:
-            theirs = ckpt["tokenizer"]
-            raise StateError(
-                f"the tokenizer does not match the checkpoint: it was trained with tokenizer "
-                f"{theirs['fingerprint']} ({theirs['vocab_size']:,} tokens), this run uses "
-                f"{self.encoder.fingerprint} ({self.encoder.vocab_size:,} tokens)",
-                f"resume with the run's own tokenizer ({self.output / 'tokenizer.json'}), or start a new run")
+        if ckpt is not None:
+            check_matches(ckpt, "tokenizer", {"fingerprint": self.encoder.fingerprint,
+                                              "vocab_size": self.encoder.vocab_size}, self.output)
 
     def _build_model(self, ckpt: dict[str, Any] | None) -> None:
         """Model, optimizer and grad scaler: initialized from the seed, or restored."""
@@ -175,12 +159,8 @@ class Run:
             raise ConfigError(f"model.vocab_size={vocab_size} is smaller than the tokenizer's "
                               f"{self.encoder.vocab_size}", "leave model.vocab_size null to take the tokenizer's")
         self.model_config = dataclasses.replace(config.model, vocab_size=vocab_size)
-        if ckpt is not None and ckpt["model_config"] != dataclasses.asdict(self.model_config):
-            diff = {k: (v, getattr(self.model_config, k)) for k, v in ckpt["model_config"].items()
-                    if getattr(self.model_config, k) != v}
-            raise StateError("the model section differs from the checkpoint's: " + ", ".join(
-                f"{k}: saved {a}, now {b}" for k, (a, b) in diff.items()),
-                "resume with the checkpoint's model settings (its config.yaml)")
+        if ckpt is not None:
+            check_matches(ckpt, "model_config", dataclasses.asdict(self.model_config))
         torch.manual_seed(t.seed)                      # the same initial weights on every rank
         self.raw_model = GPT(self.model_config).to(self.device)
         self.optimizer = self.raw_model.configure_optimizer(o.learning_rate, o.weight_decay, (o.beta1, o.beta2),
@@ -288,7 +268,7 @@ class Run:
         loss_sum = torch.zeros((), device=self.device)
         for i, (inputs, targets) in enumerate(micro):
             if self.batch_log is not None:
-                self.batch_log.write(batch_record(self.step + 1, i, inputs, targets))
+                self.batch_log.write(report.batch_record(self.step + 1, i, inputs, targets))
             inputs = inputs.to(self.device, non_blocking=True)
             targets = targets.to(self.device, non_blocking=True)
             last = i == len(micro) - 1
@@ -323,8 +303,9 @@ class Run:
         if not self.ddp.is_main:
             return
         self.metrics.write(record)
-        self.bar.set_postfix_str(f"loss {record['loss']:.3f} | {record['tokens_per_s']:,.0f} tok/s "
-                                 f"| data wait {record['data_wait_pct']:.1f}%", refresh=False)
+        # The step the figures belong to: a log line may come after a few steps without a new window.
+        self.bar.set_postfix_str(f"step {self.step}: loss {record['loss']:.3f} | {record['tokens_per_s']:,.0f} "
+                                 f"tok/s | data wait {record['data_wait_pct']:.1f}%", refresh=False)
         if self.bar.disable:
             log.info("step %d/%d: loss %.4f, lr %.2e, %s tok/s, data wait %.1f%%", self.step, t.max_steps,
                      record["loss"], lr, f"{record['tokens_per_s']:,.0f}", record["data_wait_pct"])
@@ -420,34 +401,3 @@ class Run:
         self.loader.close()
         if self.loader.source is not None:
             self.loader.source.close()  # the loader does not own a source it was handed
-
-
-# -- the loop's helpers -----------------------------------------------------------------------
-
-def learning_rate(step: int, o: OptimConfig, max_steps: int) -> float:
-    """Linear warmup to ``learning_rate``, then cosine decay to ``learning_rate * min_lr_ratio``."""
-    decay_steps = o.decay_steps or max_steps
-    min_lr = o.learning_rate * o.min_lr_ratio
-    if step < o.warmup_steps:
-        return o.learning_rate * (step + 1) / o.warmup_steps
-    if step >= decay_steps:
-        return min_lr
-    progress = (step - o.warmup_steps) / max(decay_steps - o.warmup_steps, 1)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (o.learning_rate - min_lr)
-
-
-def schedule_state(o: OptimConfig, max_steps: int, step: int) -> dict[str, Any]:
-    """The scheduler's state: a pure function of the step, so these fields are all of it."""
-    return {"kind": "warmup_cosine", "step": step, "learning_rate": o.learning_rate,
-            "warmup_steps": o.warmup_steps, "decay_steps": o.decay_steps or max_steps,
-            "min_lr_ratio": o.min_lr_ratio}
-
-
-def batch_record(step: int, micro: int, inputs: torch.Tensor, targets: torch.Tensor) -> dict:
-    """What ``train.record_batches`` writes per micro-batch: a hash and the packed rows.
-
-    ``rows`` (B, T+1) are the inputs plus the last target: the exact token stream trained on.
-    """
-    digest = hashlib.sha1(inputs.numpy().tobytes() + targets.numpy().tobytes()).hexdigest()
-    rows = torch.cat([inputs, targets[:, -1:]], dim=1)  # (B, T) + (B, 1) -> (B, T+1)
-    return {"step": step, "micro": micro, "sha1": digest, "rows": rows.tolist()}
