@@ -11,7 +11,7 @@ import pytest
 
 from conftest import make_texts, read_all, write_jsonl, write_parquet
 from hfstream import HuggingFaceStreamingCorpus
-from hfstream.errors import StateError, WorkerError
+from hfstream.errors import ConfigError, StateError, WorkerError
 
 
 def _pid_alive(pid: int) -> bool:
@@ -57,6 +57,30 @@ def test_seeded_file_order_changes_per_epoch_but_is_reproducible(parquet_dir):
     epochs = [run[100 * e:100 * (e + 1)] for e in range(3)]
     assert all(sorted(e) == sorted(texts) for e in epochs)
     assert len({tuple(e) for e in epochs}) > 1  # the file order differs between epochs
+
+
+def test_row_group_sharding_needs_parquet(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in make_texts(20)])
+    with pytest.raises(ConfigError, match="shard_by='row_groups' needs parquet"):
+        read_all(str(path), shard=0, num_shards=2, shard_by="row_groups")
+
+
+def test_a_state_from_before_row_group_sharding_resumes_as_it_was_read(parquet_dir):
+    """Before row groups, "auto" over 4 files and 3 shards meant "rows": an old state keeps that meaning."""
+    directory, _ = parquet_dir
+    options = dict(shard=1, num_shards=3, batch_size=4)
+    rows_run = read_all(str(directory), shard_by="rows", **options)
+    with HuggingFaceStreamingCorpus(str(directory), shard_by="rows", **options) as corpus:
+        stream = corpus.stream()
+        head = [next(stream) for _ in range(10)]
+        state = corpus.state_dict()
+    old = {k: v for k, v in state.items() if k not in ("shard_mode", "revision")}  # the old state's keys
+    with HuggingFaceStreamingCorpus(str(directory), **options) as auto:
+        old["fingerprint"] = auto.fingerprint()  # saved by an "auto" corpus
+        auto.load_state_dict(old)
+        assert head + list(auto.stream()) == rows_run
+        assert auto.state_dict()["shard_mode"] == "rows"
+    assert read_all(str(directory), **options) != rows_run  # a new "auto" run shards by row group
 
 
 def test_repeat_forever_and_max_samples(tmp_path):
