@@ -59,9 +59,10 @@ def refused_error(exc: BaseException, what: str) -> AuthError:
     if scheme in ("hf", "http", "https") and (scheme == "hf" or "/resolve/" in what or "huggingface" in what):
         return AuthError(
             f"the Hugging Face hub refused access to {what} ({said}): the token in HF_TOKEN (or the one "
-            f"saved by `hf auth login`) is missing, invalid or expired, or it cannot read this repo",
+            "saved by `hf auth login`) is missing, invalid or expired, or cannot read this repo (the hub "
+            "also answers so for a repo that does not exist)",
             "set HF_TOKEN to a valid read token (https://huggingface.co/settings/tokens) and start again; "
-            "for a gated dataset, accept its conditions on its hub page first")
+            "for a gated dataset, accept its conditions on its hub page first; check the dataset id")
     credentials = CREDENTIALS.get(scheme, "the credentials the server expects")
     return AuthError(f"{what}: access refused ({said}: {str(exc).splitlines()[0][:160] if str(exc) else ''})",
                      f"check {credentials}")

@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
@@ -53,6 +54,14 @@ class HubServer(http.server.ThreadingHTTPServer):
     def shutdown_request(self, request: Any) -> None:
         self.connections.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (a worker killed or finished with a kept-alive connection) is
+        routine: logged at debug level, not printed as a traceback."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            logger.debug("local hub: %s went away", client_address)
+            return
+        super().handle_error(request, client_address)
 
     def drop_connections(self) -> None:
         """Close every open connection (kept-alive ones included), so that no handler lingers."""
