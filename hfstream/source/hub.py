@@ -75,7 +75,8 @@ def resolve_hub(spec: SourceSpec, pinned: str | None = None, expected: str | Non
             f"pass revision={expected!r} (--revision {expected}) to resume on the data the state was saved "
             "on, or start fresh without the state to read the new revision")
     key = {"v": CACHE_VERSION, "repo": spec.dataset, "name": spec.name, "split": spec.split,
-           "data_files": spec.data_files, "sha": sha}
+           "data_files": spec.data_files, "sha": sha,
+           "fast_for": [spec.text_column, spec.sample_by]}  # what the fast/datasets choice depends on
     return HubFiles(**cached_json("hub", key, lambda: _ask_datasets(spec, sha)))
 
 
