@@ -63,12 +63,13 @@ class RawWs:
     """A bare WebSocket client on a plain socket: it can send any frame, valid or not, and like
     EIR's client it never answers pings unless it reads (it never does here)."""
 
-    def __init__(self, url: str, headers: dict[str, str] | None = None, timeout: float = 5.0):
+    def __init__(self, url: str, headers: dict[str, str | None] | None = None, timeout: float = 5.0):
         host, port, path = re.match(r"ws://([^:/]+):(\d+)(/.*)", url).groups()
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        headers = {"Host": f"{host}:{port}", **(headers or {})}  # Host: None sends none
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items() if v is not None)
+        self.sock.sendall((f"GET {path} HTTP/1.1\r\nUpgrade: websocket\r\n"
                            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                            f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode())
         self.buf = b""
@@ -79,6 +80,15 @@ class RawWs:
             self.buf += chunk
         head, _, self.buf = self.buf.partition(b"\r\n\r\n")
         self.status = int(head.split()[1]) if head else 0
+        self.body = b""
+        if self.status and self.status != 101:  # the refusal's text (websockets sends Content-Length)
+            length = int(re.search(rb"content-length: *(\d+)", head, re.I).group(1))
+            while len(self.buf) < length:
+                chunk = self.sock.recv(4096)
+                if not chunk:
+                    break
+                self.buf += chunk
+            self.body = self.buf[:length]
 
     def send_frame(self, payload: bytes, opcode: int = 1, fin: bool = True, rsv: int = 0,
                    mask: bool = True, claimed_length: int | None = None) -> None:

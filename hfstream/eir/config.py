@@ -25,13 +25,16 @@ class ServerConfig:
         separator: chunk mode's word between two documents.
         max_iterations: the stream ends (``["terminate"]``) after this many samples per pass,
             validation samples included; None streams until the source ends.
-        token: shared secret clients must send as ``?token=`` in the URL or as an
-            ``Authorization: Bearer`` header; None accepts everyone who can reach the port.
+        token: shared secret clients must send as ``?token=`` in the URL (raw or
+            percent-encoded) or as an ``Authorization: Bearer`` header; None accepts everyone
+            who can reach the port.
         max_batch_size: largest ``getData`` batch served.
         max_message_bytes: largest client frame accepted (``setValidationIds`` is the big one).
         max_connections: further connections are refused with HTTP 503.
         allowed_origins: browser origins allowed besides the server's own (``*``: any). Requests
             from other origins get HTTP 403, so a web page cannot read the data.
+        allowed_hosts: Host names accepted besides this server's own (``*``: any); others get
+            HTTP 403 (DNS rebinding; see ``hfstream.eir.access`` for the rule).
         max_validation_ids: most validation ids kept in all.
         ping_interval: seconds between keepalive pings (None: no pings). Pings never time
             out: EIR answers them only between training steps.
@@ -56,6 +59,7 @@ class ServerConfig:
     max_message_bytes: int = 4 << 20
     max_connections: int = 128
     allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
     max_validation_ids: int = 1_000_000
     ping_interval: float | None = 20.0
     reply_deadline: float = 20.0

@@ -4,26 +4,26 @@ EIR (``eirtrain``) trains from it unchanged: point ``output_source`` at the serv
 server reads any ``DocumentSource`` (a ``HuggingFaceStreamingCorpus``, a mixture) through one
 shared ``SampleFeed``, so every connection receives disjoint samples, and answers the whole
 protocol of ``hfstream.eir.protocol``. Bad clients get an ``error`` reply or a clean close;
-they never take the server or other connections down. ``hfstream.eir.runner`` runs it.
+they never take the server or other connections down. ``hfstream.eir.access`` decides who
+may connect; ``hfstream.eir.runner`` runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import hmac
 import itertools
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from hfstream.eir import protocol
+from hfstream.eir.access import AccessPolicy, Refusal, is_loopback
 from hfstream.eir.config import ServerConfig
 from hfstream.eir.feed import SampleFeed
 from hfstream.errors import ConfigError
@@ -32,7 +32,6 @@ from hfstream.source.base import DocumentSource
 __all__ = ["EirServer", "ServerConfig"]
 
 log = logging.getLogger("hfstream.eir.server")
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
@@ -72,6 +71,7 @@ class EirServer:
                                max_samples=c.max_iterations, buffer_samples=c.buffer_samples,
                                buffer_chars=c.buffer_chars, replay_samples=c.buffer_samples,
                                replay_chars=c.buffer_chars)
+        self.access = AccessPolicy(c.path, c.host, c.token, c.allowed_origins, c.allowed_hosts)
         self.validation_ids: set[str] = set()
         self._clients: dict[ServerConnection, _Client] = {}
         self._num_handlers = 0
@@ -100,9 +100,11 @@ class EirServer:
         self._started = time.monotonic()
         auth = "token required" if c.token else "no token"
         log.info("serving %s at %s (%s as %r, %s)", self.name, self.url, c.mode, c.output_name, auth)
-        if c.host not in LOOPBACK_HOSTS and not c.token:
+        if not is_loopback(c.host) and not c.token:
             log.warning("listening on %s without a token: anyone who can reach port %d can read the "
-                        "data; pass --token (or HFSTREAM_WS_TOKEN) to require one", c.host, self.port)
+                        "data; pass --token (or HFSTREAM_WS_TOKEN) to require one. Clients must name "
+                        "the server by IP address or as %s, or by a name given with --allow-host",
+                        c.host, self.port, "/".join(sorted(self.access.host_names)))
 
     @property
     def port(self) -> int:
@@ -143,36 +145,16 @@ class EirServer:
         self.close()
         await self.wait_closed()
 
-    # -- HTTP upgrade: path, token, connection cap ----------------------------------------
+    # -- HTTP upgrade: path, Host, Origin, token, connection cap ---------------------------
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        url = urlsplit(request.path)
-        if url.path != self.config.path:
-            return connection.respond(404, f"no WebSocket endpoint at {url.path}; "
-                                           f"connect to {self.config.path}\n")
-        origin = request.headers.get("Origin")
-        allowed = self.config.allowed_origins
-        if (origin is not None and urlsplit(origin).netloc != request.headers.get("Host")
-                and origin not in allowed and "*" not in allowed):
-            # A web page the user visits could otherwise read the data (cross-site WebSocket
-            # hijacking). Non-browser clients send no Origin, or their own host as EIR's does.
-            log.warning("refused %s: cross-origin request from %s", _peer(connection), origin[:100])
-            return connection.respond(403, "cross-origin WebSocket connections are refused (see the "
-                                           "server's --allow-origin)\n")
-        token = self.config.token
-        if token is not None:
-            given = parse_qs(url.query).get("token", [""])[0]
-            auth = request.headers.get("Authorization", "")
-            if not given and auth.lower().startswith("bearer "):
-                given = auth[7:].strip()
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                log.debug("refused %s: %s token", _peer(connection), "wrong" if given else "no")
-                return connection.respond(401, "this server needs a token: add ?token=... to the URL "
-                                               "or send 'Authorization: Bearer ...'\n")
-        if self._num_handlers >= self.config.max_connections:
-            log.warning("refused %s: %d connections open (--max-connections)", _peer(connection),
-                        self._num_handlers)
-            return connection.respond(503, "too many connections\n")
-        return None
+        refusal = self.access.check(request.path, request.headers)
+        if refusal is None and self._num_handlers >= self.config.max_connections:
+            refusal = Refusal(503, "too many connections\n",
+                              f"{self._num_handlers} connections open (--max-connections)")
+        if refusal is None:
+            return None
+        log.warning("refused %s: %s (HTTP %d)", _peer(connection), refusal.reason, refusal.status)
+        return connection.respond(refusal.status, refusal.body)
 
     # -- one connection -------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
