@@ -429,6 +429,45 @@ def test_a_long_training_step_does_not_get_the_connection_dropped(tmp_path):
         ws.close()
 
 
+class _Hung:
+    """A source whose first document comes only when released (a stalled upstream)."""
+
+    def __init__(self):
+        self.release = threading.Event()
+
+    def stream(self):
+        self.release.wait(30)
+        yield "late"
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def test_pings_go_only_to_idle_connections_so_a_missing_reply_times_the_client_out():
+    """EIR waits 30 s for a reply with a socket timeout that every frame restarts, pings
+    included (here: 1 s): a server pinging a client that waits would hang it forever."""
+    assert ServerConfig().ping_interval > 30  # longer than EIR's reply timeout: see its docstring
+    source = _Hung()
+    config = ServerConfig(port=0, ping_interval=0.2, reply_deadline=8.0, sequence_length=0)
+    with ServerThread(source, config) as server:
+        ws = RawWs(server.url)
+        ws.handshake()
+        ws.sock.settimeout(2.0)
+        assert ws.recv_frame()[0] == 0x9  # idle: pinged (keeps NATs and proxies open)
+        ws.send_json({"type": "getData", "payload": {"batch_size": 1}})  # never answered in time
+        ws.sock.settimeout(1.0)
+        t0 = time.monotonic()
+        with pytest.raises(socket.timeout):
+            while time.monotonic() - t0 < 5.0:  # (the server's own deadline is 8 s)
+                ws.recv_frame()  # a ping here would restart the timeout, as in websocket-client
+        assert time.monotonic() - t0 < 3.0
+        source.release.set()
+        ws.close()
+
+
 def test_caps_on_batch_size_and_validation_ids_answer_with_errors(tmp_path):
     with serving(tmp_path, max_batch_size=64, max_validation_ids=10) as server:
         ws = RawWs(server.url)

@@ -66,8 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "any). Accepted without it: loopback names and addresses, the --host address, "
                         "and on a non-loopback --host any IP address and this machine's name (any name "
                         "with a token). Others get HTTP 403: DNS rebinding protection")
-    g.add_argument("--ping-interval", type=float, default=20.0,
-                   help="seconds between keepalive pings, which never time out (0: no pings)")
+    g.add_argument("--ping-interval", type=float, default=45.0,
+                   help="ping a connection after this many seconds without a message from its client "
+                        "(0: never). Only idle connections are pinged, and pings never time out: every "
+                        "frame restarts the 30 s reply timeout of EIR's client, so pinging a client "
+                        "that waits for a reply would make a missing reply hang it instead of failing "
+                        "after 30 s; 45 s > 30 s also leaves EIR 0.3.1 (heartbeat every 30 s) unpinged")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -36,8 +36,9 @@ class ServerConfig:
         allowed_hosts: Host names accepted besides this server's own (``*``: any); others get
             HTTP 403 (DNS rebinding; see ``hfstream.eir.access`` for the rule).
         max_validation_ids: most validation ids kept in all.
-        ping_interval: seconds between keepalive pings (None: no pings). Pings never time
-            out: EIR answers them only between training steps.
+        ping_interval: a connection whose client has sent nothing for this many seconds gets a
+            ping (None: never). Only idle connections are pinged, so a client waiting for a
+            reply never gets one; pings never time out (EIR answers them only inside recv).
         reply_deadline: seconds a ``getData`` waits for a slow source before replying with
             what it has, or with an ``error`` ("not ready, ask again") when it has nothing.
         handshake_timeout: seconds a new connection has to send its handshake.
@@ -61,7 +62,7 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     max_validation_ids: int = 1_000_000
-    ping_interval: float | None = 20.0
+    ping_interval: float | None = 45.0
     reply_deadline: float = 20.0
     handshake_timeout: float = 30.0
     max_bad_frames: int = 20
@@ -89,7 +90,7 @@ class ServerConfig:
                               "pass --max-iterations >= 1, or leave it out to stream without a limit")
         if self.ping_interval is not None and not self.ping_interval > 0:
             raise ConfigError(f"ping_interval must be > 0 or None, got {self.ping_interval!r}",
-                              "pass --ping-interval 20 (seconds), or 0 for no pings")
+                              "pass --ping-interval 45 (seconds), or 0 for no pings")
         if self.token is not None and not self.token:
             raise ConfigError("the token is empty", "pass a non-empty --token, or none at all")
 

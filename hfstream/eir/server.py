@@ -91,7 +91,8 @@ class EirServer:
         try:
             self._server = await serve(
                 self._handle, c.host, c.port, process_request=self._check_request,
-                max_size=c.max_message_bytes, max_queue=4, ping_interval=c.ping_interval,
+                max_size=c.max_message_bytes, max_queue=4,
+                ping_interval=None,  # idle connections only: see _next_frame
                 compression=None,  # EIR's client never asks for it; it only costs CPU and memory
                 ping_timeout=None, open_timeout=min(c.handshake_timeout, 10.0), close_timeout=5)
         except OSError as exc:
@@ -210,7 +211,8 @@ class EirServer:
 
     async def _serve_messages(self, ws: ServerConnection, client: _Client) -> None:
         c = self.config
-        async for frame in ws:
+        while True:
+            frame = await self._next_frame(ws)
             client.num_messages += 1
             try:
                 request = protocol.parse_request(frame, max_batch_size=c.max_batch_size,
@@ -225,6 +227,19 @@ class EirServer:
                 continue
             client.bad_in_a_row = 0
             await self._dispatch(ws, client, request)
+
+    async def _next_frame(self, ws: ServerConnection) -> str | bytes:
+        """The client's next frame; a ping each ``ping_interval`` seconds it stays silent.
+
+        Only an idle connection is pinged (nothing is being answered): a ping restarts the
+        socket timeout of a client waiting for a reply (EIR's 30 s), so pinging it then would
+        turn a missing reply into a wait without end.
+        """
+        while True:
+            try:  # websockets' recv() may be cancelled without losing a frame
+                return await asyncio.wait_for(ws.recv(), self.config.ping_interval)
+            except asyncio.TimeoutError:
+                await ws.ping()  # the pong is never awaited: EIR answers only inside recv()
 
     async def _dispatch(self, ws: ServerConnection, client: _Client, request: protocol.Request) -> None:
         kind = request.type
