@@ -523,31 +523,49 @@ class _Nothing:
 
 
 # -- the command ---------------------------------------------------------------------------------
+class ServeProcess:
+    """``hfstream serve --port 0 ARGS`` in its own process, as a user runs it, once it is ready."""
+
+    def __init__(self, *args: str):
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        self.proc = subprocess.Popen([sys.executable, "-m", "hfstream.cli.main", "serve", "--port", "0", *args],
+                                     stderr=subprocess.PIPE, env=env, text=True)
+        self.lines: list[str] = []
+        deadline = time.monotonic() + 30
+        while not any("ready" in line for line in self.lines) and self.proc.poll() is None:
+            assert time.monotonic() < deadline, "".join(self.lines)
+            self.lines.append(self.proc.stderr.readline())
+        self.url = re.search(r"at (ws://\S+) ", "".join(self.lines)).group(1)
+        self.pid = self.proc.pid
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        """Send ``sig`` (Ctrl+C by default) and return the exit code; ``log()`` then has it all."""
+        self.proc.send_signal(sig)
+        code = self.proc.wait(15)
+        self.lines.append(self.proc.stderr.read())
+        return code
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def __enter__(self) -> "ServeProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def test_hfstream_serve_logs_its_url_serves_and_stops_cleanly_on_ctrl_c(tmp_path):
     path = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in make_texts(20)])
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "hfstream.cli.main", "serve", "--dataset", str(path),
-                             "--port", "0", "--sequence-length", "0"], stderr=subprocess.PIPE, env=env,
-                            text=True)
-    try:
-        lines = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            lines.append(proc.stderr.readline())
-            if "ready" in lines[-1] or proc.poll() is not None:
-                break
-        url = re.search(r"at (ws://\S+) ", "".join(lines)).group(1)
-        assert url.startswith("ws://127.0.0.1:")
-        with EirClient(url) as client:
+    with ServeProcess("--dataset", str(path), "--sequence-length", "0") as server:
+        assert server.url.startswith("ws://127.0.0.1:")
+        with EirClient(server.url) as client:
             texts = [s["inputs"]["text_output"] for s in client.get_data(25)]
         assert texts == (make_texts(20) * 2)[:25]  # documents mode, cycling forever by default
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(15) == 0
-        assert "stopped after" in proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert server.stop() == 0
+        assert "stopped after" in server.log()
 
 
 def test_hfstream_serve_fails_fast_on_a_bad_dataset(tmp_path, capsys):

@@ -72,6 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "frame restarts the 30 s reply timeout of EIR's client, so pinging a client "
                         "that waits for a reply would make a missing reply hang it instead of failing "
                         "after 30 s; 45 s > 30 s also leaves EIR 0.3.1 (heartbeat every 30 s) unpinged")
+    g.add_argument("--state-file", default=None, metavar="PATH",
+                   help="keep the validation ids and the cursor in this file, so that a restarted "
+                        "server still leaves the ids out and continues where it was (EIR sends its "
+                        "validation ids only once per run)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -84,7 +88,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_iterations=args.max_iterations, token=args.token or os.environ.get(TOKEN_ENV) or None,
         max_batch_size=args.max_batch_size, max_message_bytes=args.max_message_bytes,
         max_connections=args.max_connections, allowed_origins=tuple(args.allow_origin),
-        allowed_hosts=tuple(args.allow_host), ping_interval=args.ping_interval or None)
+        allowed_hosts=tuple(args.allow_host), ping_interval=args.ping_interval or None,
+        state_file=args.state_file)
     # A corpus or a mixture: the server takes any DocumentSource. A corpus's read-ahead is small
     # since the server buffers samples itself.
     overrides = {} if args.streams else {"queue_bytes": 16 << 20}

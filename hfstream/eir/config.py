@@ -35,7 +35,7 @@ class ServerConfig:
             from other origins get HTTP 403, so a web page cannot read the data.
         allowed_hosts: Host names accepted besides this server's own (``*``: any); others get
             HTTP 403 (DNS rebinding; see ``hfstream.eir.access`` for the rule).
-        max_validation_ids: most validation ids kept in all.
+        max_validation_ids: most ids one ``setValidationIds`` may carry.
         ping_interval: a connection whose client has sent nothing for this many seconds gets a
             ping (None: never). Only idle connections are pinged, so a client waiting for a
             reply never gets one; pings never time out (EIR answers them only inside recv).
@@ -46,6 +46,8 @@ class ServerConfig:
         buffer_samples: read-ahead bound, in samples; also the stream's first samples kept
             so that a ``reset`` is answered from memory while the source restarts.
         buffer_chars: the same two bounds, in characters.
+        state_file: where the validation ids and the cursor are kept across restarts (None:
+            in memory only); see ``hfstream.eir.state``.
     """
 
     host: str = "127.0.0.1"
@@ -68,6 +70,7 @@ class ServerConfig:
     max_bad_frames: int = 20
     buffer_samples: int = 4096
     buffer_chars: int = 16 << 20
+    state_file: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:

@@ -11,6 +11,9 @@ feed was created (``load_state_dict``) and starts again, so position ``p`` names
 sample in every pass. The first samples of the stream (the *head*, up to ``replay_samples``)
 are kept, so after a rewind they are served from memory at once while the source restarts
 (EIR 0.25 resets on every connection and wants replies within 5 s); the reader skips them.
+
+A feed started ``start_at`` a position (a restarted server) re-reads the stream up to that
+position without serving it, so ids keep their meaning.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ class SampleFeed:
         self.sequence_length, self.separator, self.max_samples = sequence_length, separator, max_samples
         self.buffer_samples, self.buffer_chars = buffer_samples, buffer_chars
         self.replay_samples, self.replay_chars = replay_samples, replay_chars
-        self._initial_state = source.state_dict()  # what a rewind returns to
+        self.initial_state = source.state_dict()  # what a rewind returns to
         self._cond = threading.Condition()
         self._buffer: collections.deque[tuple[int, str]] = collections.deque()
         self._chars = 0
@@ -79,6 +82,7 @@ class SampleFeed:
         self._replay_end = 0         # this pass serves positions < _replay_end from _head
         self._replay_next = 0        # the next of them to serve
         self._generation = 0
+        self._resume_at = 0          # the first pass (generation 0) starts here: see start_at
         self._ended = False
         self._failure: str | None = None
         self._failure_exc: BaseException | None = None
@@ -100,6 +104,12 @@ class SampleFeed:
         self._lock, self._ready = asyncio.Lock(), asyncio.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="hfstream-eir-reader")
         self._thread.start()
+
+    def start_at(self, position: int) -> None:
+        """Begin the first pass at ``position`` (a restarted server's cursor): the reader reads
+        the samples before it again, without serving them. Call before ``start``."""
+        assert self._thread is None, "start_at() comes before start()"
+        self._resume_at = self.next_position = position
 
     def stop(self) -> None:
         """Stop handing out samples: waiting and later takes return at once (never blocks)."""
@@ -218,7 +228,7 @@ class SampleFeed:
                     generation = self._generation
             if generation:
                 try:
-                    self.source.load_state_dict(self._initial_state)
+                    self.source.load_state_dict(self.initial_state)
                 except Exception as exc:  # noqa: BLE001 - reported to every taker
                     log.error("cannot rewind the source: %s", exc)
                     self._finish(generation, exc)
@@ -258,6 +268,8 @@ class SampleFeed:
                     and self._head_chars + len(text) <= self.replay_chars):
                 self._head.append(text)
                 self._head_chars += len(text)
+            if generation == 0 and position < self._resume_at:  # before a restarted server's cursor
+                return not self._closed and generation == self._generation
             while (not self._closed and generation == self._generation and self._buffer
                    and (len(self._buffer) >= self.buffer_samples
                         or self._chars + len(text) > self.buffer_chars)):

@@ -173,9 +173,10 @@ def terminate_reply() -> dict[str, Any]:
     return {"type": "data", "payload": [TERMINATE]}
 
 
-def validation_reply(num_new: int, num_total: int) -> dict[str, Any]:
+def validation_reply(num_ids: int, num_excluded: int) -> dict[str, Any]:
     return {"type": "validationIdsConfirmation",
-            "payload": {"message": f"Received {num_new} validation IDs ({num_total} excluded in all)"}}
+            "payload": {"message": f"Received {num_ids} validation IDs; they replace any earlier set "
+                                   f"({num_excluded} excluded)"}}
 
 
 def reset_confirmation() -> dict[str, Any]:

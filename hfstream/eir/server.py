@@ -5,7 +5,8 @@ server reads any ``DocumentSource`` (a ``HuggingFaceStreamingCorpus``, a mixture
 shared ``SampleFeed``, so every connection receives disjoint samples, and answers the whole
 protocol of ``hfstream.eir.protocol``. Bad clients get an ``error`` reply or a clean close;
 they never take the server or other connections down. ``hfstream.eir.access`` decides who
-may connect; ``hfstream.eir.runner`` runs it.
+may connect, ``hfstream.eir.state`` keeps validation ids across restarts;
+``hfstream.eir.runner`` runs it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from hfstream.eir import protocol
 from hfstream.eir.access import AccessPolicy, Refusal, is_loopback
 from hfstream.eir.config import ServerConfig
 from hfstream.eir.feed import SampleFeed
+from hfstream.eir.state import SavedState, StateFile, StateKeeper, stream_fingerprint
 from hfstream.errors import ConfigError
 from hfstream.source.base import DocumentSource
 
@@ -72,13 +74,31 @@ class EirServer:
                                buffer_chars=c.buffer_chars, replay_samples=c.buffer_samples,
                                replay_chars=c.buffer_chars)
         self.access = AccessPolicy(c.path, c.host, c.token, c.allowed_origins, c.allowed_hosts)
-        self.validation_ids: set[str] = set()
+        self.validation_ids: frozenset[str] = frozenset()
+        self._state = self._open_state_file()
         self._clients: dict[ServerConnection, _Client] = {}
         self._num_handlers = 0
         self._ids = itertools.count(1)
         self._server: Server | None = None
         self._started = 0.0
         self.num_connections = 0
+
+    def _open_state_file(self) -> StateKeeper | None:
+        """Read the state file, if any: the validation ids and the cursor of a previous run."""
+        c = self.config
+        if c.state_file is None:
+            return None
+        stream = stream_fingerprint(self.feed.initial_state, c.sequence_length, c.separator)
+        keeper = StateKeeper(StateFile(c.state_file, stream, self.name),
+                             lambda: SavedState(sorted(self.validation_ids), self.feed.next_position))
+        saved = keeper.file.load_or_create()
+        if saved.validation_ids or saved.position:
+            self.validation_ids = frozenset(saved.validation_ids)
+            self.feed.start_at(saved.position)
+            log.info("state file %s: %d validation ids are left out; the stream resumes at sample %d "
+                     "(the samples before it are read again, not served)", c.state_file,
+                     len(self.validation_ids), saved.position)
+        return keeper
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -98,6 +118,8 @@ class EirServer:
         except OSError as exc:
             raise _bind_error(exc, c.host, c.port) from None
         self.feed.start()
+        if self._state is not None:
+            self._state.start()
         self._started = time.monotonic()
         auth = "token required" if c.token else "no token"
         log.info("serving %s at %s (%s as %r, %s)", self.name, self.url, c.mode, c.output_name, auth)
@@ -122,6 +144,8 @@ class EirServer:
     def close(self) -> None:
         """Stop accepting connections and close the open ones (code 1001, going away)."""
         self.feed.stop()  # a getData waiting on the source returns now
+        if self._state is not None:
+            self._state.stop()
         if self._server is not None:
             self._server.close()
 
@@ -139,6 +163,7 @@ class EirServer:
                 task.cancel()
             await server.wait_closed()
         self.feed.close()
+        await self._save_state()
         log.info("stopped after %.0fs: %d samples served over %d connections", time.monotonic() - self._started,
                  self.feed.num_served, self.num_connections)
 
@@ -281,23 +306,21 @@ class EirServer:
                 "still starting); ask again"))
 
     async def _set_validation_ids(self, ws: ServerConnection, client: _Client, ids: list[str]) -> None:
-        room = self.config.max_validation_ids - len(self.validation_ids)
-        new = set(ids) - self.validation_ids
-        if len(new) > room:
-            await self._send(ws, client, protocol.error_reply(
-                f"setValidationIds: {len(new):,} new ids would exceed the server's limit of "
-                f"{self.config.max_validation_ids:,}\nHINT: restart the server with a larger "
-                "--max-validation-ids, or use fewer validation samples"))
-            return
-        self.validation_ids |= new
-        log.info("connection %d: %d validation ids received (%d excluded in all)", client.id, len(ids),
-                 len(self.validation_ids))
+        """The ids replace the previous set: EIR sends its whole set once per run, so a long-lived
+        server does not carry one run's ids into the next (EIR's tutorial server does the same)."""
+        previous, self.validation_ids = len(self.validation_ids), frozenset(ids)
+        log.info("connection %d: %d validation ids received; they replace the previous set of %d and are "
+                 "left out of every batch%s", client.id, len(self.validation_ids), previous,
+                 f" (kept in {self.config.state_file})" if self._state else " until the next "
+                 "setValidationIds or a restart (--state-file keeps them across restarts)")
+        await self._save_state()  # before confirming: a crash after the confirmation keeps them
         await self._send(ws, client, protocol.validation_reply(len(ids), len(self.validation_ids)))
 
     async def _reset(self, ws: ServerConnection, client: _Client) -> None:
         self.feed.rewind()
         for c in self._clients.values():
             c.reported_failure = False
+        await self._save_state()
         log.info("connection %d: reset: the stream starts again at sample 0 (%d resets)", client.id,
                  self.feed.num_rewinds)
         await self._send(ws, client, protocol.reset_confirmation())
@@ -317,6 +340,10 @@ class EirServer:
             status["max_iterations"] = c.max_iterations
             status["remaining_iterations"] = max(0, c.max_iterations - self.feed.next_position)
         return status
+
+    async def _save_state(self) -> None:
+        if self._state is not None:
+            await self._state.save()
 
     async def _send(self, ws: ServerConnection, client: _Client, message: dict[str, Any]) -> None:
         await self._send_bytes(ws, client, protocol.encode(message))
