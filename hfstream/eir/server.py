@@ -34,6 +34,7 @@ from hfstream.source.base import DocumentSource
 __all__ = ["EirServer", "ServerConfig"]
 
 log = logging.getLogger("hfstream.eir.server")
+FAILURE_REPLY_INTERVAL = 1.0   # seconds between two "the source failed" errors to one connection
 
 
 @dataclass
@@ -46,7 +47,7 @@ class _Client:
     num_samples: int = 0
     num_bytes: int = 0
     bad_in_a_row: int = 0
-    reported_failure: bool = False
+    next_failure_reply: float = 0.0  # loop time before which no further "source failed" error goes
 
 
 class EirServer:
@@ -292,18 +293,37 @@ class EirServer:
             samples = [protocol.sample(name, text, sid) for sid, text in taken.samples]
             client.num_samples += len(samples)
             await self._send(ws, client, protocol.data_reply(samples))
-        elif taken.error is not None and not client.reported_failure:
-            client.reported_failure = True  # once; then the stream is over (terminate) until a reset
-            await self._send(ws, client, protocol.error_reply(
-                f"the data source failed: {taken.error}\nHINT: see the server's log; send reset to retry"))
+        elif taken.error is not None:
+            await self._send_failure(ws, client, taken.error)
         elif taken.ended:
-            log.debug("connection %d: end of stream at position %d: terminate", client.id,
-                      self.feed.next_position)
+            if taken.first_end:
+                self._log_end(client)
             await self._send(ws, client, protocol.terminate_reply())
         else:
             await self._send(ws, client, protocol.error_reply(
                 f"no sample was ready within {self.config.reply_deadline:.0f}s (the source is slow or "
                 "still starting); ask again"))
+
+    async def _send_failure(self, ws: ServerConnection, client: _Client, failure: str) -> None:
+        """Every getData past a source failure gets this error, at most one a second per
+        connection: EIR asks again at once after an error, and would spin."""
+        loop = asyncio.get_running_loop()
+        wait = client.next_failure_reply - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        client.next_failure_reply = loop.time() + FAILURE_REPLY_INTERVAL
+        await self._send(ws, client, protocol.error_reply(
+            f"the data source failed {failure}\nHINT: the server's log has the details; fix the data "
+            "and restart the server (a reset serves the samples before the failure again)"))
+
+    def _log_end(self, client: _Client) -> None:
+        feed, limit = self.feed, self.config.max_iterations
+        why = ("--max-iterations" if limit is not None and feed.end_position == limit else
+               "the end of the source; --epochs 0 repeats it")
+        log.info("the stream ended at sample %s (%s): connection %d is the first to get terminate, after "
+                 "%d samples served in this pass (%d left out as validation ids); every getData gets "
+                 "terminate until a reset", feed.end_position, why, client.id, feed.pass_served,
+                 feed.pass_excluded)
 
     async def _set_validation_ids(self, ws: ServerConnection, client: _Client, ids: list[str]) -> None:
         """The ids replace the previous set: EIR sends its whole set once per run, so a long-lived
@@ -318,8 +338,6 @@ class EirServer:
 
     async def _reset(self, ws: ServerConnection, client: _Client) -> None:
         self.feed.rewind()
-        for c in self._clients.values():
-            c.reported_failure = False
         await self._save_state()
         log.info("connection %d: reset: the stream starts again at sample 0 (%d resets)", client.id,
                  self.feed.num_rewinds)
