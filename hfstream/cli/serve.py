@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--max-batch-size", type=int, default=4096, help="largest getData batch served")
     g.add_argument("--max-message-bytes", type=int, default=4 << 20, help="largest client frame accepted")
     g.add_argument("--max-connections", type=int, default=128)
+    g.add_argument("--max-pending-bytes", type=int, default=256 << 20,
+                   help="memory all replies not yet read by their clients may hold together (default "
+                        "256 MiB); a getData that does not fit waits, then gets a 'busy' error")
     g.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="a browser origin allowed to connect (repeatable; '*': any). Others get "
                         "HTTP 403, so web pages cannot read the data")
@@ -88,8 +91,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_iterations=args.max_iterations, token=args.token or os.environ.get(TOKEN_ENV) or None,
         max_batch_size=args.max_batch_size, max_message_bytes=args.max_message_bytes,
         max_connections=args.max_connections, allowed_origins=tuple(args.allow_origin),
-        allowed_hosts=tuple(args.allow_host), ping_interval=args.ping_interval or None,
-        state_file=args.state_file)
+        allowed_hosts=tuple(args.allow_host), max_pending_bytes=args.max_pending_bytes,
+        ping_interval=args.ping_interval or None, state_file=args.state_file)
     # A corpus or a mixture: the server takes any DocumentSource. A corpus's read-ahead is small
     # since the server buffers samples itself.
     overrides = {} if args.streams else {"queue_bytes": 16 << 20}

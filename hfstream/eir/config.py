@@ -36,6 +36,8 @@ class ServerConfig:
         allowed_hosts: Host names accepted besides this server's own (``*``: any); others get
             HTTP 403 (DNS rebinding; see ``hfstream.eir.access`` for the rule).
         max_validation_ids: most ids one ``setValidationIds`` may carry.
+        max_pending_bytes: memory all replies not yet read by their clients may hold together;
+            a ``getData`` that does not fit waits, then gets a "busy" ``error``.
         ping_interval: a connection whose client has sent nothing for this many seconds gets a
             ping (None: never). Only idle connections are pinged, so a client waiting for a
             reply never gets one; pings never time out (EIR answers them only inside recv).
@@ -64,6 +66,7 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     max_validation_ids: int = 1_000_000
+    max_pending_bytes: int = 256 << 20
     ping_interval: float | None = 45.0
     reply_deadline: float = 20.0
     handshake_timeout: float = 30.0
@@ -82,7 +85,8 @@ class ServerConfig:
             raise ConfigError("output_name is empty",
                               "pass the EIR output config's output_name, e.g. text_output")
         for key in ("sequence_length", "max_batch_size", "max_message_bytes", "max_connections",
-                    "max_validation_ids", "max_bad_frames", "buffer_samples", "buffer_chars"):
+                    "max_validation_ids", "max_bad_frames", "buffer_samples", "buffer_chars",
+                    "max_pending_bytes"):
             value, low = getattr(self, key), 0 if key == "sequence_length" else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}",

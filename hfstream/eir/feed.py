@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from hfstream.source.base import DocumentSource, as_document_source
 from hfstream.source.memory import IterableSource
 
 log = logging.getLogger("hfstream.eir.feed")
+SAMPLE_OVERHEAD = 128  # bytes a taken sample holds besides its text: its id, its tuple, list slots
 
 
 #: Texts in memory, repeated ``epochs`` times (None: forever): a DocumentSource for tests and notebooks.
@@ -93,6 +95,7 @@ class SampleFeed:
         self._failure_exc: BaseException | None = None
         self._failures_logged: set[str] = set()
         self._num_read = 0           # samples read from the source (all passes): for readiness
+        self._read_bytes = 0         # their sys.getsizeof, for reply size estimates
         self._closed = False
         self._waiting = False
         self._lock: asyncio.Lock | None = None
@@ -201,6 +204,11 @@ class SampleFeed:
                     return self._failure_exc if not self._num_read else None
             await asyncio.sleep(0.02)
 
+    def estimate_bytes(self, num_samples: int) -> int:
+        """The memory ``num_samples`` taken samples hold (see ``held_bytes``), from the mean of
+        those read so far."""
+        return num_samples * (self._read_bytes // max(1, self._num_read) + SAMPLE_OVERHEAD)
+
     def _pop(self, n: int, excluded: set[str] | frozenset[str], taken: Taken) -> None:
         """Move samples from the buffer into ``taken`` (holding ``_cond``)."""
         buffer, out = self._buffer, taken.samples
@@ -291,6 +299,7 @@ class SampleFeed:
     def _put(self, generation: int, position: int, text: str) -> bool:
         with self._cond:
             self._num_read += 1
+            self._read_bytes += sys.getsizeof(text)
             if position < self._replay_end:  # served from the head in this pass
                 return not self._closed and generation == self._generation
             if (position == len(self._head) and len(self._head) < self.replay_samples
@@ -328,6 +337,11 @@ class SampleFeed:
                 self._loop.call_soon_threadsafe(self._ready.set)  # type: ignore[union-attr]
             except RuntimeError:  # the loop is closed: shutting down
                 pass
+
+
+def held_bytes(samples: list[tuple[str, str]]) -> int:
+    """The memory taken samples hold: their texts, ids, tuples and list slots."""
+    return sum(sys.getsizeof(text) + SAMPLE_OVERHEAD for _, text in samples)
 
 
 def failure_summary(exc: BaseException) -> str:

@@ -5,7 +5,8 @@ server reads any ``DocumentSource`` (a ``HuggingFaceStreamingCorpus``, a mixture
 shared ``SampleFeed``, so every connection receives disjoint samples, and answers the whole
 protocol of ``hfstream.eir.protocol``. Bad clients get an ``error`` reply or a clean close;
 they never take the server or other connections down. ``hfstream.eir.access`` decides who
-may connect, ``hfstream.eir.state`` keeps validation ids across restarts;
+may connect, ``hfstream.eir.replies`` answers ``getData`` (within the memory budget of
+``hfstream.eir.budget``), ``hfstream.eir.state`` keeps validation ids across restarts;
 ``hfstream.eir.runner`` runs it.
 """
 
@@ -16,7 +17,6 @@ import errno
 import itertools
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
@@ -27,6 +27,7 @@ from hfstream.eir import protocol
 from hfstream.eir.access import AccessPolicy, Refusal, is_loopback
 from hfstream.eir.config import ServerConfig
 from hfstream.eir.feed import SampleFeed
+from hfstream.eir.replies import Client, DataReplies, send
 from hfstream.eir.state import SavedState, StateFile, StateKeeper, stream_fingerprint
 from hfstream.errors import ConfigError
 from hfstream.source.base import DocumentSource
@@ -34,20 +35,6 @@ from hfstream.source.base import DocumentSource
 __all__ = ["EirServer", "ServerConfig"]
 
 log = logging.getLogger("hfstream.eir.server")
-FAILURE_REPLY_INTERVAL = 1.0   # seconds between two "the source failed" errors to one connection
-
-
-@dataclass
-class _Client:
-    """Per-connection bookkeeping (for logs and ``status``)."""
-
-    id: int
-    peer: str
-    num_messages: int = 0
-    num_samples: int = 0
-    num_bytes: int = 0
-    bad_in_a_row: int = 0
-    next_failure_reply: float = 0.0  # loop time before which no further "source failed" error goes
 
 
 class EirServer:
@@ -75,9 +62,10 @@ class EirServer:
                                buffer_chars=c.buffer_chars, replay_samples=c.buffer_samples,
                                replay_chars=c.buffer_chars)
         self.access = AccessPolicy(c.path, c.host, c.token, c.allowed_origins, c.allowed_hosts)
+        self.replies = DataReplies(self.feed, c)
         self.validation_ids: frozenset[str] = frozenset()
         self._state = self._open_state_file()
-        self._clients: dict[ServerConnection, _Client] = {}
+        self._clients: dict[ServerConnection, Client] = {}
         self._num_handlers = 0
         self._ids = itertools.count(1)
         self._server: Server | None = None
@@ -185,7 +173,7 @@ class EirServer:
 
     # -- one connection -------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
-        client = _Client(next(self._ids), _peer(ws))
+        client = Client(next(self._ids), _peer(ws))
         self._num_handlers += 1
         self.num_connections += 1
         log.debug("connection %d from %s opened", client.id, client.peer)
@@ -205,7 +193,7 @@ class EirServer:
                       client.id, client.peer, ws.close_code, client.num_messages, client.num_samples,
                       client.num_bytes / 1e6)
 
-    async def _handshake(self, ws: ServerConnection, client: _Client) -> bool:
+    async def _handshake(self, ws: ServerConnection, client: Client) -> bool:
         c = self.config
         try:
             frame = await asyncio.wait_for(ws.recv(), c.handshake_timeout)
@@ -224,18 +212,18 @@ class EirServer:
         if request.version != protocol.PROTOCOL_VERSION:
             return await self._refuse(ws, client, f"Incompatible protocol version: the client speaks "
                                       f"{request.version}, this server {protocol.PROTOCOL_VERSION}")
-        await self._send(ws, client, protocol.handshake_reply())
+        await send(ws, client, protocol.handshake_reply())
         log.debug("connection %d: handshake (worker_id %s)", client.id, request.payload.get("worker_id",
                                                                                               "-"))
         return True
 
-    async def _refuse(self, ws: ServerConnection, client: _Client, message: str) -> bool:
+    async def _refuse(self, ws: ServerConnection, client: Client, message: str) -> bool:
         log.debug("connection %d from %s refused: %s", client.id, client.peer, message.splitlines()[0])
-        await self._send(ws, client, protocol.error_reply(message))
+        await send(ws, client, protocol.error_reply(message))
         await ws.close(1008, "handshake failed")
         return False
 
-    async def _serve_messages(self, ws: ServerConnection, client: _Client) -> None:
+    async def _serve_messages(self, ws: ServerConnection, client: Client) -> None:
         c = self.config
         while True:
             frame = await self._next_frame(ws)
@@ -246,7 +234,7 @@ class EirServer:
             except protocol.RequestError as exc:
                 client.bad_in_a_row += 1
                 log.debug("connection %d: bad frame: %s", client.id, exc.message)
-                await self._send(ws, client, protocol.error_reply(str(exc)))
+                await send(ws, client, protocol.error_reply(str(exc)))
                 if client.bad_in_a_row >= c.max_bad_frames:
                     await ws.close(1008, f"{client.bad_in_a_row} malformed messages in a row")
                     return
@@ -267,65 +255,26 @@ class EirServer:
             except asyncio.TimeoutError:
                 await ws.ping()  # the pong is never awaited: EIR answers only inside recv()
 
-    async def _dispatch(self, ws: ServerConnection, client: _Client, request: protocol.Request) -> None:
+    async def _dispatch(self, ws: ServerConnection, client: Client, request: protocol.Request) -> None:
         kind = request.type
         if kind == "getData":
-            await self._send_data(ws, client, request.batch_size)
+            await self.replies.answer(ws, client, request.batch_size, self.validation_ids)
         elif kind == "heartbeat":
-            await self._send(ws, client, protocol.heartbeat_reply())
+            await send(ws, client, protocol.heartbeat_reply())
         elif kind == "getInfo":
-            await self._send(ws, client, protocol.info_reply(self.config.output_name))
+            await send(ws, client, protocol.info_reply(self.config.output_name))
         elif kind == "setValidationIds":
             await self._set_validation_ids(ws, client, request.validation_ids)
         elif kind == "reset":
             await self._reset(ws, client)
         elif kind == "status":
-            await self._send(ws, client, protocol.status_reply(self.status()))
+            await send(ws, client, protocol.status_reply(self.status()))
         elif kind == "handshake":  # a repeated handshake is harmless: answer it again
             reply = (protocol.handshake_reply() if request.version == protocol.PROTOCOL_VERSION else
                      protocol.error_reply(f"Incompatible protocol version {request.version}"))
-            await self._send(ws, client, reply)
+            await send(ws, client, reply)
 
-    async def _send_data(self, ws: ServerConnection, client: _Client, batch_size: int) -> None:
-        taken = await self.feed.take(batch_size, self.validation_ids, self.config.reply_deadline)
-        if taken.samples:
-            name = self.config.output_name
-            samples = [protocol.sample(name, text, sid) for sid, text in taken.samples]
-            client.num_samples += len(samples)
-            await self._send(ws, client, protocol.data_reply(samples))
-        elif taken.error is not None:
-            await self._send_failure(ws, client, taken.error)
-        elif taken.ended:
-            if taken.first_end:
-                self._log_end(client)
-            await self._send(ws, client, protocol.terminate_reply())
-        else:
-            await self._send(ws, client, protocol.error_reply(
-                f"no sample was ready within {self.config.reply_deadline:.0f}s (the source is slow or "
-                "still starting); ask again"))
-
-    async def _send_failure(self, ws: ServerConnection, client: _Client, failure: str) -> None:
-        """Every getData past a source failure gets this error, at most one a second per
-        connection: EIR asks again at once after an error, and would spin."""
-        loop = asyncio.get_running_loop()
-        wait = client.next_failure_reply - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        client.next_failure_reply = loop.time() + FAILURE_REPLY_INTERVAL
-        await self._send(ws, client, protocol.error_reply(
-            f"the data source failed {failure}\nHINT: the server's log has the details; fix the data "
-            "and restart the server (a reset serves the samples before the failure again)"))
-
-    def _log_end(self, client: _Client) -> None:
-        feed, limit = self.feed, self.config.max_iterations
-        why = ("--max-iterations" if limit is not None and feed.end_position == limit else
-               "the end of the source; --epochs 0 repeats it")
-        log.info("the stream ended at sample %s (%s): connection %d is the first to get terminate, after "
-                 "%d samples served in this pass (%d left out as validation ids); every getData gets "
-                 "terminate until a reset", feed.end_position, why, client.id, feed.pass_served,
-                 feed.pass_excluded)
-
-    async def _set_validation_ids(self, ws: ServerConnection, client: _Client, ids: list[str]) -> None:
+    async def _set_validation_ids(self, ws: ServerConnection, client: Client, ids: list[str]) -> None:
         """The ids replace the previous set: EIR sends its whole set once per run, so a long-lived
         server does not carry one run's ids into the next (EIR's tutorial server does the same)."""
         previous, self.validation_ids = len(self.validation_ids), frozenset(ids)
@@ -334,18 +283,19 @@ class EirServer:
                  f" (kept in {self.config.state_file})" if self._state else " until the next "
                  "setValidationIds or a restart (--state-file keeps them across restarts)")
         await self._save_state()  # before confirming: a crash after the confirmation keeps them
-        await self._send(ws, client, protocol.validation_reply(len(ids), len(self.validation_ids)))
+        await send(ws, client, protocol.validation_reply(len(ids), len(self.validation_ids)))
 
-    async def _reset(self, ws: ServerConnection, client: _Client) -> None:
+    async def _reset(self, ws: ServerConnection, client: Client) -> None:
         self.feed.rewind()
         await self._save_state()
         log.info("connection %d: reset: the stream starts again at sample 0 (%d resets)", client.id,
                  self.feed.num_rewinds)
-        await self._send(ws, client, protocol.reset_confirmation())
+        await send(ws, client, protocol.reset_confirmation())
         note = protocol.encode(protocol.reset_broadcast())
-        await self._send_bytes(ws, client, note)  # the requester waits for it: never skipped
+        await send(ws, client, note)  # the requester waits for it: never skipped
         # Others get it without backpressure: a stalled client must not hold this one up.
-        broadcast([other for other in self._clients if other is not ws], note, text=True)
+        broadcast([other for other, info in self._clients.items() if other is not ws and not info.fragmenting],
+                  note, text=True)
 
     def status(self) -> dict[str, Any]:
         c = self.config
@@ -353,7 +303,7 @@ class EirServer:
                                   "validation_ids_count": len(self.validation_ids),
                                   "mode": "documents" if c.sequence_length == 0 else "chunks",
                                   "sequence_length": c.sequence_length, "output_name": c.output_name,
-                                  **self.feed.status()}
+                                  "pending_reply_bytes": self.replies.budget.used, **self.feed.status()}
         if c.max_iterations is not None:
             status["max_iterations"] = c.max_iterations
             status["remaining_iterations"] = max(0, c.max_iterations - self.feed.next_position)
@@ -362,13 +312,6 @@ class EirServer:
     async def _save_state(self) -> None:
         if self._state is not None:
             await self._state.save()
-
-    async def _send(self, ws: ServerConnection, client: _Client, message: dict[str, Any]) -> None:
-        await self._send_bytes(ws, client, protocol.encode(message))
-
-    async def _send_bytes(self, ws: ServerConnection, client: _Client, data: bytes) -> None:
-        client.num_bytes += len(data)
-        await ws.send(data, text=True)
 
 
 def _peer(connection: ServerConnection) -> str:
