@@ -31,6 +31,7 @@ def test_dns_rebinding_is_refused_and_loopback_hosts_pass(tmp_path, caplog):
         for host in ("evil.example", f"10.1.2.3:{port}", f"localhost.evil.example:{port}"):
             assert refusal(server.url, Host=host)[0] == 403, host
         assert refusal(server.url, Host=None)[0] == 400
+        assert refusal(server.url, host=f"evil.example:{port}")[0] == 400  # a second Host header
         for host in (f"[::1]:{port}", f"localhost.:{port}", f"LOCALHOST:{port}", f"127.0.0.2:{port}",
                      "localhost:1", "localhost", f"127.0.0.1:{port}"):
             ws = RawWs(server.url, headers={"Host": host})

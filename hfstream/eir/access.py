@@ -65,6 +65,9 @@ class AccessPolicy:
         if url.path != self.path:
             return Refusal(404, f"no WebSocket endpoint at {url.path}; connect to {self.path}\n",
                            f"path {url.path[:100]!r}")
+        for name in ("Host", "Origin", "Authorization"):  # which one would count is ambiguous
+            if len(headers.get_all(name)) > 1:
+                return Refusal(400, f"the request has more than one {name} header\n", f"{name} header repeated")
         host = headers.get("Host")
         if host is None:
             return Refusal(400, "the request has no Host header (HTTP/1.1 requires one)\n", "no Host header")
