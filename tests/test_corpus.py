@@ -162,7 +162,9 @@ def test_kill_9_of_the_worker_k_times_loses_and_repeats_nothing(tmp_path):
 
 
 def test_sigstopped_worker_is_killed_by_the_watchdog_and_replaced(tmp_path):
-    texts = make_texts(200)
+    # 4 kB documents, as in the kill -9 test: when it is stopped, the worker cannot have sent them all
+    # already (the pipe and the reader's 1 MB buffer hold less than what is left).
+    texts = [t + " " + "x" * 4000 for t in make_texts(400)]
     write_parquet(tmp_path / "d.parquet", texts, row_group_size=10)
     got = []
     with HuggingFaceStreamingCorpus(str(tmp_path), batch_size=8, queue_bytes=1024,
