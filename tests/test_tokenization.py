@@ -374,3 +374,70 @@ def test_load_tokenizer_corrupt_file(tmp_path, content):
 def test_load_tokenizer_wrong_type():
     with pytest.raises(ConfigError, match="got int"):
         load_tokenizer(42)
+
+
+# ---- any document: long, adversarial, cut in pieces ----------------------------------------------
+# The reference is always the whole document through plain tokenizers, never our own code path.
+
+O200K_PATTERN = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+                 r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+"
+                 r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}|"
+                 r" ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+SHAPES = ("gpt2", "gpt2_prefix_space", "llama3", "o200k")
+
+
+def split_then_byte_level(pattern: str):
+    return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+                                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+
+@pytest.fixture(scope="module")
+def shaped(byte_bpe) -> dict[str, Tokenizer]:
+    """Byte-level BPEs with each pre-tokenizer whose documents may be cut."""
+    return {"gpt2": byte_bpe,
+            "gpt2_prefix_space": train_byte_level_bpe(800, pre_tokenizer=pre_tokenizers.ByteLevel(add_prefix_space=True)),
+            "llama3": train_byte_level_bpe(800, pre_tokenizer=split_then_byte_level(LLAMA3_PATTERN)),
+            "o200k": train_byte_level_bpe(800, pre_tokenizer=split_then_byte_level(O200K_PATTERN))}
+
+
+def whole_document_ids(tokenizer: Tokenizer, texts: list[str]) -> list[np.ndarray]:
+    reference = Tokenizer.from_str(tokenizer.to_str())
+    reference.encode_special_tokens = True
+    return [np.array(reference.encode(text, add_special_tokens=False).ids, dtype=np.uint32)
+            for text in texts]
+
+
+def run_of(unit: str, chars: int = 1_000_000) -> str:
+    return unit * -(-chars // len(unit))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text", ["a" + run_of(" "), run_of(" \n") + "b", "x " + run_of("\u00a0") + " 12 !",
+                                  "a" + run_of("\u3000") + "b"], ids=["space", "space-newline", "nbsp", "ideographic"])
+def test_whitespace_run_that_overflows_tiktokens_regex_gets_the_tokenizers_ids(byte_bpe, text):
+    # fancy-regex keeps a backtrack point per character of `\s+(?!\S)`: ~1M of them overflow it.
+    fast = TextEncoder(byte_bpe)  # backend="auto": the default path of the loader
+    assert fast.backend == "tiktoken"
+    with pytest.raises(ValueError, match="backtrack"):
+        fast._bpe.encode(text)  # the case is real: tiktoken alone fails on it
+    texts = ["before", text, "after"]
+    assert_same_ids(whole_document_ids(byte_bpe, texts), fast.submit(texts).result())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", ["llama3", "o200k"])
+def test_other_regexes_with_long_whitespace_runs_get_the_tokenizers_ids(shaped, shape):
+    texts = ["a" + run_of(" "), "x" + run_of("\t") + "\ny"]
+    fast = TextEncoder(shaped[shape], backend="tiktoken")
+    assert_same_ids(whole_document_ids(shaped[shape], texts), fast.encode_batch(texts))
+
+
+@pytest.mark.slow
+def test_long_runs_of_one_kind_of_character_agree(byte_bpe):
+    units = ["a", "A", "Ab", "1", "12 ", "!", ".,;", "漢", "aé漢1!", "e\u0301", "'s", " a", " !",
+             "\n", "\r\n", " \n\n", "😀", "\u200b"]
+    texts = [run_of(unit, 200_000) for unit in units]
+    slow, fast = TextEncoder(byte_bpe, backend="tokenizers"), TextEncoder(byte_bpe, backend="tiktoken")
+    want = whole_document_ids(byte_bpe, texts)
+    assert_same_ids(want, fast.encode_batch(texts))
+    assert_same_ids(want, slow.encode_batch(texts))

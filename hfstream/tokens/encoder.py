@@ -7,6 +7,9 @@ byte-level BPE tokenizers (GPT-2, RoBERTa, Llama 3 style) several times faster, 
 converts *and* both backends agree on :data:`SELF_CHECK_TEXTS` plus the caller's
 ``check_texts``.
 
+Any document gets the ids ``tokenizers`` gives the whole of it: a text on which tiktoken's regex
+engine gives up (a whitespace run of ~1M characters) is encoded by tokenizers instead.
+
 Special tokens in text: documents are ordinary text. A literal ``"<|endoftext|>"`` inside a
 document is encoded as the characters it is made of, never as the special token, so that
 only the packer decides where documents end. Both backends do this: tiktoken through its
@@ -70,6 +73,11 @@ SELF_CHECK_TEXTS: tuple[str, ...] = (
     "--------------------------------------------------------------------------------\n" * 3,
     "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝐛𝐨𝐥𝐝 ｶﾀｶﾅ 𐍈 𓀀 \U0001e030 \U00031350 ꟲ",
 )
+
+
+def _replace_surrogates(text: str) -> str:
+    """Lone surrogates replaced by U+FFFD (as tiktoken does; tokenizers rejects them)."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def default_threads() -> int:
@@ -238,7 +246,7 @@ class TextEncoder:
                                   "pass decoded document text (str) only") from exc
         # tokenizers rejects lone surrogates (e.g. from a JSON "\ud800"); tiktoken replaces
         # them with U+FFFD. Do the same here so both backends agree.
-        return encode([t.encode("utf-16", "surrogatepass").decode("utf-16", "replace") for t in texts])
+        return encode([_replace_surrogates(t) for t in texts])
 
     def encode(self, text: str) -> np.ndarray:
         """Encode one text into a uint32 array of token ids."""
@@ -259,7 +267,23 @@ class TextEncoder:
 
     def _encode_tiktoken(self, texts: Sequence[str]) -> list[np.ndarray]:
         assert self._bpe is not None
-        return list(map(self._bpe.encode, texts))  # the BPE runs without the GIL
+        try:
+            return list(map(self._bpe.encode, texts))  # the BPE runs without the GIL
+        except ValueError:  # the regex engine gave up on a text: see _encode_one_tiktoken
+            return [self._encode_one_tiktoken(text) for text in texts]
+
+    def _encode_one_tiktoken(self, text: str) -> np.ndarray:
+        assert self._bpe is not None
+        try:
+            return self._bpe.encode(text)
+        except ValueError as exc:
+            # tiktoken runs the pre-tokenizer regex on fancy-regex, whose backtracking stack
+            # overflows on a whitespace run of ~1M characters (`\s+(?!\S)` keeps a backtrack
+            # point per character). tokenizers (Oniguruma) has no such limit, and its ids are
+            # the ids by definition: this text is encoded by it, whole.
+            logger.debug("tiktoken gave up on a %d-character text (%s): encoding it with "
+                         "tokenizers", len(text), exc)
+            return self._encode_tokenizers([_replace_surrogates(text)])[0]
 
     # ---- construction helpers ---------------------------------------------------------------
 
