@@ -441,3 +441,58 @@ def test_long_runs_of_one_kind_of_character_agree(byte_bpe):
     want = whole_document_ids(byte_bpe, texts)
     assert_same_ids(want, fast.encode_batch(texts))
     assert_same_ids(want, slow.encode_batch(texts))
+
+
+@pytest.mark.slow
+def test_document_over_a_mebibyte_without_a_place_to_cut_is_encoded_whole(byte_bpe):
+    texts = ["the" * 400_000 + " end", "word" + "1" * 1_100_000 + " x"]
+    want = whole_document_ids(byte_bpe, texts)
+    for backend in ("tiktoken", "tokenizers"):
+        assert_same_ids(want, TextEncoder(byte_bpe, backend=backend).encode_batch(texts))
+
+
+# Characters where the regexes' alternatives meet: letters of both cases, apostrophes that
+# start contractions, digits, punctuation, every kind of whitespace, marks, other scripts.
+TRICKY = ["a", "b", "s", "t", "A", "Z", " ", " ", " ", "  ", "'", "'s", "'T", "1", "42", "!", ".", "/",
+          "\n", "\r\n", "\t", "\u00a0", "\u3000", "\u2009", "é", "e\u0301", "漢", "ß", "\u200b", "😀"]
+
+
+def fuzz_texts(num: int, length: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return ["".join(rng.choice(TRICKY, size=length)) for _ in range(num)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_cut_documents_give_the_whole_documents_ids(shaped, shape, monkeypatch):
+    from hfstream.tokens import long_texts
+
+    monkeypatch.setattr(long_texts, "PIECE_CHARS", 40)  # a cut every ~40 characters
+    texts = fuzz_texts(150, 400, seed=SHAPES.index(shape)) + [t * 3 for t in TOPIC_TEXTS[:5]]
+    texts += ["it's A B  c \n d\te 'S f's g1 h! i\u00a0j k\u3000l e\u0301 m漢 n" * 20]
+    pieces = [long_texts.cut_text(t, 40) for t in texts]
+    assert sum(map(len, pieces)) > 4 * len(texts)  # many cuts, all before " " after [A-Za-z]
+    assert all(p[-1].isascii() and p[-1].isalpha() and q[0] == " "
+               for cut in pieces for p, q in zip(cut, cut[1:]))
+    want = whole_document_ids(shaped[shape], texts)
+    for backend in ("tiktoken", "tokenizers"):
+        encoder = TextEncoder(shaped[shape], backend=backend)
+        assert encoder._cut_long
+        assert_same_ids(want, encoder.encode_batch(texts))
+        assert_same_ids(want, encoder.submit(texts).result())
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "unknown_split_regex", "nfc_normalizer"])
+def test_other_tokenizers_encode_long_documents_whole(kind, wordpiece, byte_bpe, monkeypatch):
+    from hfstream.tokens import long_texts
+
+    if kind == "wordpiece":
+        tokenizer = wordpiece
+    elif kind == "unknown_split_regex":
+        tokenizer = train_byte_level_bpe(500, pre_tokenizer=split_then_byte_level(r"\S+\s*"))
+    else:
+        tokenizer = edit_json(byte_bpe, lambda c: c.update(normalizer={"type": "NFC"}))
+    monkeypatch.setattr(long_texts, "PIECE_CHARS", 40)
+    texts = ["a b " * 100, "x  y\n" * 50 + "z"]
+    encoder = TextEncoder(tokenizer)
+    assert not encoder._cut_long
+    assert_same_ids(whole_document_ids(tokenizer, texts), encoder.encode_batch(texts))

@@ -8,7 +8,9 @@ converts *and* both backends agree on :data:`SELF_CHECK_TEXTS` plus the caller's
 ``check_texts``.
 
 Any document gets the ids ``tokenizers`` gives the whole of it: a text on which tiktoken's regex
-engine gives up (a whitespace run of ~1M characters) is encoded by tokenizers instead.
+engine gives up (a whitespace run of ~1M characters) is encoded by tokenizers instead, and a text
+over a MiB is encoded in pieces cut only where the pre-tokenizer itself cuts
+(:mod:`hfstream.tokens.long_texts`).
 
 Special tokens in text: documents are ordinary text. A literal ``"<|endoftext|>"`` inside a
 document is encoded as the characters it is made of, never as the special token, so that
@@ -36,6 +38,7 @@ from tokenizers import Tokenizer
 
 from hfstream.tokens.jobs import EncodeJob, groups, tokenizer_pool
 from hfstream.errors import ConfigError, DataFormatError
+from hfstream.tokens.long_texts import JoinedJob, can_cut, cut_long_texts
 from hfstream.tokens.tiktoken_bridge import NotConvertible, TiktokenBPE, build_tiktoken_bpe
 
 logger = logging.getLogger("hfstream.tokens.encoder")
@@ -195,7 +198,9 @@ class TextEncoder:
         self.eos_id = self._find_eos_id(eos_token)
         self.num_threads = num_threads or default_threads()
         self._bpe: TiktokenBPE | None = None
-        self.backend = self._choose_backend(backend, json.loads(config_json), check_texts or ())
+        config = json.loads(config_json)
+        self._cut_long = can_cut(config)  # long documents in pieces, same ids (hfstream.tokens.long_texts)
+        self.backend = self._choose_backend(backend, config, check_texts or ())
         logger.info("tokenizer %s: backend=%s vocab_size=%d eos_id=%s", self.fingerprint,
                     self.backend, self.vocab_size, self.eos_id)
 
@@ -226,6 +231,13 @@ class TextEncoder:
             raise ConfigError("encode_batch takes a list of texts, got a single str",
                               "use encode(text) for one text, or wrap it in a list")
         texts = list(texts)
+        cut = cut_long_texts(texts) if self._cut_long else None
+        if cut is None:
+            return self._start_encoding(texts, inline)
+        pieces, counts = cut
+        return JoinedJob(self._start_encoding(pieces, inline), counts)
+
+    def _start_encoding(self, texts: list[str], inline: bool) -> EncodeJob:
         if self._bpe is None:
             encode, spans = self._encode_tokenizers, [(0, len(texts))] if texts else []
         else:
