@@ -1,5 +1,6 @@
 """Bad input: every case gets an error that names the cause and the next step, never a hang."""
 
+import gzip
 import time
 
 import pytest
@@ -147,3 +148,53 @@ def test_bad_options(tmp_path, options, match):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}])
     with pytest.raises(ConfigError, match=match):
         HuggingFaceStreamingCorpus(str(path), **options)
+
+
+# -- encoding errors: honoured everywhere, or said with file:line and the fix ---------------------
+
+LONE_SURROGATES = ('{"text": "fine"}\n{"text": "lone \\ud800 high"}\n{"text": "pair \\ud83d\\ude00 '
+                   'and lone low \\udc00"}\n{"text": "after"}\n')
+
+
+@pytest.mark.parametrize("name", ["d.jsonl", "d.jsonl.gz"])
+def test_lone_surrogate_escape_follows_encoding_errors(tmp_path, name):
+    path = tmp_path / name
+    data = LONE_SURROGATES.encode()
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    assert read_all(str(path), encoding_errors="replace") == [
+        "fine", "lone \ufffd high", "pair \U0001f600 and lone low \ufffd", "after"]
+    assert read_all(str(path), encoding_errors="ignore") == [
+        "fine", "lone  high", "pair \U0001f600 and lone low ", "after"]
+    with pytest.raises(DataFormatError, match=rf"{name}:2: .*lone surrogate escape \(\\ud800\)") as info:
+        read_all(str(path))
+    assert "--encoding-errors replace" in str(info.value) and "sed -n '2p'" in str(info.value)
+
+
+def test_lone_surrogate_in_a_line_that_is_also_malformed_is_called_malformed(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "ok"}\n{"text": "lone \\ud800 and no end\n')
+    with pytest.raises(DataFormatError, match=r"d\.jsonl:2: malformed JSON line"):
+        read_all(str(path), encoding_errors="replace")
+
+
+def test_invalid_utf8_in_a_parquet_string_column_follows_encoding_errors(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # Some writers do not check their strings: build such a column without pyarrow's check.
+    data, offsets = b"fine" + b"caf\xe9" + b"after", np.array([0, 4, 8, 13], dtype=np.int32)
+    column = pa.Array.from_buffers(pa.string(), 3, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"text": column}), path)
+    assert read_all(str(path), encoding_errors="replace") == ["fine", "caf\ufffd", "after"]
+    assert read_all(str(path), encoding_errors="ignore") == ["fine", "caf", "after"]
+    with pytest.raises(DataFormatError, match=r"d\.parquet: row 1 of column 'text' is not valid UTF-8"):
+        read_all(str(path))
+
+
+def test_invalid_utf8_in_a_text_file_names_the_line(tmp_path):
+    path = tmp_path / "d.txt"
+    path.write_bytes(b"fine\n" * 5000 + b"line with caf\xe9\nafter\n")  # past the first read block
+    with pytest.raises(DataFormatError, match=r"d\.txt:5001: invalid UTF-8 at byte 14 of the line"):
+        read_all(str(path), sample_by="line")

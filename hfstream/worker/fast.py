@@ -10,7 +10,9 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import json
 import lzma
+import re
 from typing import IO, Any, Callable, Iterator
 
 import orjson
@@ -63,12 +65,37 @@ def read_parquet(path: str, spec: SourceSpec, skip: int) -> tuple[int, Chunks]:
         try:
             for group in range(first_group, meta.num_row_groups):
                 table = pf.read_row_group(group, columns=[spec.text_column], use_threads=False)
-                yield table.column(0).to_pylist()
+                try:
+                    yield table.column(0).to_pylist()
+                except UnicodeDecodeError:  # a writer that did not check its strings
+                    yield _decode_strings(table.column(0), spec, path, _row_of(meta, group))
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
             raise DataFormatError(f"{path}: corrupt parquet data in row group {group} ({exc})",
                                   "the file is truncated or damaged: download or write it again") from exc
 
     return jumped, chunks()
+
+
+def _row_of(meta: Any, group: int) -> int:
+    """The file row where a row group starts."""
+    return sum(meta.row_group(g).num_rows for g in range(group))
+
+
+def _decode_strings(column: Any, spec: SourceSpec, path: str, first_row: int) -> list[Any]:
+    """A string column whose bytes are not all UTF-8, decoded as ``spec.encoding_errors`` says."""
+    import pyarrow as pa
+
+    strings = []
+    for i, value in enumerate(column.cast(pa.binary()).to_pylist()):  # raw bytes: no check on the way
+        try:
+            strings.append(value if value is None else value.decode("utf-8", spec.encoding_errors))
+        except UnicodeDecodeError as exc:  # strict
+            raise DataFormatError(
+                f"{path}: row {first_row + i} of column {spec.text_column!r} is not valid UTF-8 "
+                f"({exc.reason} at byte {exc.start}: {value[max(exc.start - 20, 0):exc.start + 4]!r})",
+                "write the file again with valid UTF-8 strings, or pass encoding_errors='replace' "
+                "(--encoding-errors replace) to substitute U+FFFD") from None
+    return strings
 
 
 def read_json(path: str, spec: SourceSpec, skip: int) -> tuple[int, Chunks]:
@@ -107,12 +134,51 @@ def _parse_json_line(line: bytes, path: str, lineno: int, errors: str) -> dict:
             raise DataFormatError(f"{path}:{lineno}: invalid UTF-8 ({exc})",
                                   "re-encode the file as UTF-8, or pass encoding_errors='replace' "
                                   "(--encoding-errors replace) to substitute U+FFFD") from None
-        raise DataFormatError(f"{path}:{lineno}: malformed JSON line ({exc}): {line[:80]!r}",
-                              f"fix or delete line {lineno} (see it with: sed -n '{lineno}p' {path})") from None
+        if "surrogate in string" in str(exc):
+            record = _parse_lone_surrogates(line, path, lineno, errors)
+        else:
+            raise _malformed_json(exc, line, path, lineno) from None
     if not isinstance(record, dict):
         raise DataFormatError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}",
                               "each line must be an object like {\"text\": \"...\"}")
     return record
+
+
+def _malformed_json(exc: ValueError, line: bytes, path: str, lineno: int) -> DataFormatError:
+    return DataFormatError(f"{path}:{lineno}: malformed JSON line ({exc}): {line[:80]!r}",
+                           f"fix or delete line {lineno} (see it with: sed -n '{lineno}p' {path})")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _parse_lone_surrogates(line: bytes, path: str, lineno: int, errors: str) -> Any:
+    """A line whose strings hold a lone surrogate escape such as ``"\\ud800"``: valid JSON (which
+    orjson refuses), but no Unicode character. ``errors`` says what becomes of it, as for bad UTF-8:
+    replace -> U+FFFD, ignore -> dropped, strict -> an error that names the line."""
+    try:
+        record = json.loads(line)
+    except ValueError as exc:  # also malformed in another way
+        raise _malformed_json(exc, line, path, lineno) from None
+    if errors == "strict":
+        lone = _SURROGATE.search(json.dumps(record, ensure_ascii=False)).group()  # type: ignore[union-attr]
+        code = f"\\u{ord(lone):04x}"
+        raise DataFormatError(
+            f"{path}:{lineno}: a JSON string holds a lone surrogate escape ({code}): valid JSON, "
+            "but not a Unicode character",
+            "pass encoding_errors='replace' (--encoding-errors replace) to read it as U+FFFD, or "
+            f"'ignore' to drop it; or fix line {lineno} (see it with: sed -n '{lineno}p' {path})")
+    return _without_surrogates(record, "\ufffd" if errors == "replace" else "")
+
+
+def _without_surrogates(value: Any, replacement: str) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub(replacement, value)
+    if isinstance(value, dict):
+        return {_SURROGATE.sub(replacement, k): _without_surrogates(v, replacement) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_surrogates(v, replacement) for v in value]
+    return value
 
 
 def read_text(path: str, spec: SourceSpec, skip: int) -> tuple[int, Chunks]:
@@ -123,11 +189,26 @@ def read_text(path: str, spec: SourceSpec, skip: int) -> tuple[int, Chunks]:
             try:
                 yield from _text_chunks(f, spec.sample_by)
             except UnicodeDecodeError as exc:
+                where = _first_invalid_utf8(path)
+                at = f"{path}:{where[0]}: invalid UTF-8 at byte {where[1]} of the line" if where else \
+                    f"{path}: invalid UTF-8"
                 raise DataFormatError(
-                    f"{path}: invalid UTF-8 near byte {exc.start} of a read block ({exc.reason})",
-                    "re-encode the file as UTF-8, or pass encoding_errors='replace'") from None
+                    f"{at} ({exc.reason})",
+                    "re-encode the file as UTF-8, or pass encoding_errors='replace' (--encoding-errors "
+                    "replace) to substitute U+FFFD") from None
 
     return 0, chunks()
+
+
+def _first_invalid_utf8(path: str) -> tuple[int, int] | None:
+    """(line, byte in the line), both from 1, of the first invalid UTF-8 in a file (read again)."""
+    with open_binary(path) as f:
+        for lineno, line in enumerate(f, 1):  # b"\n" never occurs inside a UTF-8 sequence
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return lineno, exc.start + 1
+    return None
 
 
 def _text_chunks(f: IO[str], sample_by: str) -> Chunks:
