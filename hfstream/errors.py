@@ -28,6 +28,10 @@ class DataFormatError(HfStreamError, ValueError):
     """Data that cannot be read as documents: bad JSON, bad UTF-8, corrupt file, missing column."""
 
 
+class FileAccessError(HfStreamError, OSError):
+    """A data file that exists but cannot be opened: its permissions, or a directory in its place."""
+
+
 class EmptyDatasetError(HfStreamError, ValueError):
     """A dataset (or shard) that yields no document at all."""
 
@@ -62,6 +66,6 @@ class WorkerError(HfStreamError, RuntimeError):
 # Worker-side errors travel as {"error": {"type": name, ...}}; the parent rebuilds them by name.
 ERROR_TYPES: dict[str, type[HfStreamError]] = {
     cls.__name__: cls
-    for cls in (HfStreamError, ConfigError, DatasetNotFoundError, DataFormatError,
+    for cls in (HfStreamError, ConfigError, DatasetNotFoundError, DataFormatError, FileAccessError,
                 EmptyDatasetError, OfflineError, StateError, WorkerError)
 }

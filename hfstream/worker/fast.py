@@ -19,6 +19,7 @@ import orjson
 
 from hfstream.errors import DataFormatError
 from hfstream.source.spec import SourceSpec, compression_of
+from hfstream.worker.failures import explain_read_error, explained_reader
 
 Chunks = Iterator[list[Any]]
 _CHUNK_ROWS = 512
@@ -35,11 +36,52 @@ def open_binary(path: str) -> IO[bytes]:
     if compression == "xz":
         return lzma.open(path, "rb")
     if compression == "zst":
+        return io.BufferedReader(ZstdFrames(open(path, "rb")), buffer_size=1 << 17)
+    return open(path, "rb")
+
+
+class ZstdFrames(io.RawIOBase):
+    """Every frame of a zstd file, decompressed; ``EOFError`` when the last one is cut short
+    (zstandard's ``stream_reader`` ends a truncated frame as if it were whole: the cut surfaced
+    as a malformed last line, or as nothing at all when it fell between two lines)."""
+
+    def __init__(self, raw: IO[bytes]):
         import zstandard
 
-        raw = open(path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-    return open(path, "rb")
+        self._raw, self._dctx = raw, zstandard.ZstdDecompressor()
+        self._frame = self._dctx.decompressobj()
+        self._in_frame = False             # the current frame has had input and is not complete
+        self._out, self._pos = memoryview(b""), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while self._pos == len(self._out):
+            data = self._raw.read(1 << 17)
+            if not data:
+                if self._in_frame:
+                    raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+                return 0
+            self._out, self._pos = memoryview(self._decompress(data)), 0
+        n = min(len(buffer), len(self._out) - self._pos)
+        buffer[:n] = self._out[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            if self._frame.eof:  # the next frame starts in the rest of this input
+                self._frame = self._dctx.decompressobj()
+            out.append(self._frame.decompress(data))
+            data = self._frame.unused_data if self._frame.eof else b""
+            self._in_frame = not self._frame.eof
+        return b"".join(out)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 def read_parquet(path: str, spec: SourceSpec, skip: int) -> tuple[int, Chunks]:
@@ -50,8 +92,9 @@ def read_parquet(path: str, spec: SourceSpec, skip: int) -> tuple[int, Chunks]:
         # mmap + no pre-buffering + no threads measured fastest here (the parent needs the other core).
         pf = pq.ParquetFile(path, memory_map=True, pre_buffer=False)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-        raise DataFormatError(f"{path}: not a readable parquet file ({exc})",
-                              "the file is truncated or corrupt: download or write it again") from exc
+        raise explain_read_error(exc, path) or DataFormatError(
+            f"{path}: not a readable parquet file ({exc})",
+            "the file is truncated or corrupt: download or write it again") from exc
     names = pf.schema_arrow.names
     if spec.text_column not in names:
         raise _missing_column(path, spec.text_column, names)
@@ -243,7 +286,9 @@ def _missing_column(path: str, column: str, names: list[str]) -> DataFormatError
         "pass text_column=NAME (--text-column NAME) with the column that holds the text")
 
 
-#: format -> fast reader; formats missing here go through datasets.
+#: format -> fast reader; formats missing here go through datasets. A failure on a file (not
+#: readable, truncated, not compressed at all, ...) is raised as an error that says so.
 READERS: dict[str, Callable[[str, SourceSpec, int], tuple[int, Chunks]]] = {
-    "parquet": read_parquet, "json": read_json, "text": read_text,
+    "parquet": explained_reader(read_parquet), "json": explained_reader(read_json),
+    "text": explained_reader(read_text),
 }
