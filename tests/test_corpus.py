@@ -183,6 +183,58 @@ def test_malformed_line_restarts_from_the_last_good_batch(tmp_path):
     assert (tmp_path / "marker").exists()
 
 
+WRONG_SHAPE_PYTHON = textwrap.dedent("""\
+    #!{python}
+    # Runs the real worker, but the first time (marker file) sends a line of valid JSON of the
+    # wrong shape in place of its 4th stdout line, and then whatever the worker says next.
+    import os, subprocess, sys
+    marker = {marker!r}
+    child = subprocess.Popen([{python!r}] + sys.argv[1:], stdout=subprocess.PIPE)
+    for n, line in enumerate(child.stdout):
+        if n == 3 and not os.path.exists(marker):
+            open(marker, "w").close()
+            line = {line!r}
+        sys.stdout.buffer.write(line)
+        sys.stdout.flush()
+    sys.exit(child.wait())
+""")
+
+
+@pytest.mark.parametrize("line", [
+    b'{"batch": 5}\n',
+    b'{"batch": ["x"], "epoch": 0}\n',
+    b'{"batch": ["x", 7], "epoch": 0, "rows": [0, 1], "end": 2}\n',
+    b'{"batch": ["x", "y"], "epoch": 0, "rows": [0], "end": 2}\n',
+    b'{"batch": ["x"], "epoch": -1, "rows": [0], "end": 1}\n',
+    b'{"done": true}\n',
+    b'{"error": "boom"}\n',
+    b'{"heartbeat": 1, "done": true, "total": 0, "epoch": 0, "end": 0}\n',
+], ids=["batch-not-a-list", "batch-without-rows", "batch-non-str", "rows-mismatch", "negative-epoch",
+        "done-without-position", "error-not-an-object", "two-kinds"])
+def test_a_line_of_the_wrong_shape_restarts_exactly_like_a_garbled_one(tmp_path, line):
+    texts = make_texts(120)
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in texts])
+    wrapper = tmp_path / "wrong-shape-python"
+    wrapper.write_text(WRONG_SHAPE_PYTHON.format(python=sys.executable, marker=str(tmp_path / "marker"),
+                                                 line=line))
+    wrapper.chmod(0o755)
+    with HuggingFaceStreamingCorpus(str(path), batch_size=10, python=str(wrapper)) as corpus:
+        assert list(corpus.stream()) == texts  # nothing lost, nothing repeated
+        assert corpus.num_restarts == 1
+    assert (tmp_path / "marker").exists()
+
+
+def test_a_worker_that_always_sends_the_wrong_shape_ends_in_worker_error(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in make_texts(5)])
+    wrong = tmp_path / "wrong-python"
+    wrong.write_text('#!/bin/sh\necho \'{"batch": ["x"], "epoch": 0}\'\n')
+    wrong.chmod(0o755)
+    with HuggingFaceStreamingCorpus(str(path), python=str(wrong), max_restarts=2) as corpus:
+        with pytest.raises(WorkerError, match=r"malformed output \(a 'batch' message without 'rows'"):
+            list(corpus.stream())
+    assert corpus.num_restarts == 3
+
+
 def test_a_worker_that_always_dies_ends_in_worker_error_with_exit_code_and_stderr(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in make_texts(5)])
     dying = tmp_path / "dying-python"
