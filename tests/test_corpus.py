@@ -299,3 +299,18 @@ def test_stream_called_again_continues_after_the_last_yielded_document(tmp_path)
         got.extend(t for batch in corpus.stream_batches() for t in batch)
         assert corpus.num_delivered == 40
     assert got == texts
+
+
+def test_the_worker_imports_the_parents_hfstream(tmp_path):
+    # The worker runs from the parent's PYTHONPATH plus the directory holding this hfstream: a
+    # parent run from elsewhere (or beside an installed copy) must not start another version.
+    from hfstream.source import process
+
+    assert os.path.isfile(os.path.join(process._PACKAGE_ROOT, "hfstream", "worker", "__main__.py"))
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); from hfstream import HuggingFaceStreamingCorpus\n"
+              "with HuggingFaceStreamingCorpus(sys.argv[2]) as corpus: print(len(list(corpus.stream())))")
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in make_texts(7)])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", script, process._PACKAGE_ROOT, str(path)], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "7", out.stderr[-2000:]
