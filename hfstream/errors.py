@@ -32,6 +32,10 @@ class FileAccessError(HfStreamError, OSError):
     """A data file that exists but cannot be opened: its permissions, or a directory in its place."""
 
 
+class DiskFullError(HfStreamError, OSError):
+    """An output that did not fit: the disk, a disk quota or the file size limit is full."""
+
+
 class EmptyDatasetError(HfStreamError, ValueError):
     """A dataset (or shard) that yields no document at all."""
 
@@ -67,5 +71,5 @@ class WorkerError(HfStreamError, RuntimeError):
 ERROR_TYPES: dict[str, type[HfStreamError]] = {
     cls.__name__: cls
     for cls in (HfStreamError, ConfigError, DatasetNotFoundError, DataFormatError, FileAccessError,
-                EmptyDatasetError, OfflineError, StateError, WorkerError)
+                DiskFullError, EmptyDatasetError, OfflineError, StateError, WorkerError)
 }

@@ -173,3 +173,36 @@ def unreadable(tmp_path):
         return path
 
     return make, str(wrapper)
+
+
+# -- a disk that really fills up ----------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A directory on a 4 MB tmpfs of its own; skipped where mounting one is not permitted."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    try:
+        mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                               capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        pytest.skip("no mount command here")
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mount.stderr.strip() or mount.returncode}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
+
+
+def fill_disk(disk: Path, leave: int = 0) -> Path:
+    """Write a filler file on ``disk`` until about ``leave`` bytes stay free; returns it."""
+    import shutil
+
+    filler = disk / "filler"
+    with open(filler, "ab") as f:
+        try:
+            f.write(b"\0" * max(shutil.disk_usage(disk).free - leave, 0))
+        except OSError:
+            pass
+    return filler
