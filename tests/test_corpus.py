@@ -154,14 +154,15 @@ def test_sigstopped_worker_is_killed_by_the_watchdog_and_replaced(tmp_path):
 
 FAULTY_PYTHON = textwrap.dedent("""\
     #!{python}
-    # Runs the real worker, but garbles its 4th stdout line the first time (marker file).
+    # Runs the real worker, but the first time (marker file) sends {bad} in place of its 4th
+    # stdout line, and stops there.
     import os, subprocess, sys
     marker = {marker!r}
     child = subprocess.Popen([{python!r}] + sys.argv[1:], stdout=subprocess.PIPE)
     for n, line in enumerate(child.stdout):
         if n == 3 and not os.path.exists(marker):
             open(marker, "w").close()
-            sys.stdout.buffer.write(line[: len(line) // 2] + b"\\n")
+            sys.stdout.buffer.write({bad})
             sys.stdout.flush()
             child.kill()
             sys.exit(0)
@@ -171,33 +172,21 @@ FAULTY_PYTHON = textwrap.dedent("""\
 """)
 
 
+def faulty_python(tmp_path, bad: str = 'line[: len(line) // 2] + b"\\n"'):
+    """A worker command that sends ``bad`` (a Python expression) once as its 4th line."""
+    wrapper = tmp_path / "faulty-python"
+    wrapper.write_text(FAULTY_PYTHON.format(python=sys.executable, marker=str(tmp_path / "marker"), bad=bad))
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
 def test_malformed_line_restarts_from_the_last_good_batch(tmp_path):
     texts = make_texts(120)
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in texts])
-    wrapper = tmp_path / "faulty-python"
-    wrapper.write_text(FAULTY_PYTHON.format(python=sys.executable, marker=str(tmp_path / "marker")))
-    wrapper.chmod(0o755)
-    with HuggingFaceStreamingCorpus(str(path), batch_size=10, python=str(wrapper)) as corpus:
+    with HuggingFaceStreamingCorpus(str(path), batch_size=10, python=faulty_python(tmp_path)) as corpus:
         assert list(corpus.stream()) == texts
         assert corpus.num_restarts == 1
     assert (tmp_path / "marker").exists()
-
-
-WRONG_SHAPE_PYTHON = textwrap.dedent("""\
-    #!{python}
-    # Runs the real worker, but the first time (marker file) sends a line of valid JSON of the
-    # wrong shape in place of its 4th stdout line, and then whatever the worker says next.
-    import os, subprocess, sys
-    marker = {marker!r}
-    child = subprocess.Popen([{python!r}] + sys.argv[1:], stdout=subprocess.PIPE)
-    for n, line in enumerate(child.stdout):
-        if n == 3 and not os.path.exists(marker):
-            open(marker, "w").close()
-            line = {line!r}
-        sys.stdout.buffer.write(line)
-        sys.stdout.flush()
-    sys.exit(child.wait())
-""")
 
 
 @pytest.mark.parametrize("line", [
@@ -214,37 +203,32 @@ WRONG_SHAPE_PYTHON = textwrap.dedent("""\
 def test_a_line_of_the_wrong_shape_restarts_exactly_like_a_garbled_one(tmp_path, line):
     texts = make_texts(120)
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in texts])
-    wrapper = tmp_path / "wrong-shape-python"
-    wrapper.write_text(WRONG_SHAPE_PYTHON.format(python=sys.executable, marker=str(tmp_path / "marker"),
-                                                 line=line))
-    wrapper.chmod(0o755)
-    with HuggingFaceStreamingCorpus(str(path), batch_size=10, python=str(wrapper)) as corpus:
+    with HuggingFaceStreamingCorpus(str(path), batch_size=10, python=faulty_python(tmp_path, repr(line))) as corpus:
         assert list(corpus.stream()) == texts  # nothing lost, nothing repeated
         assert corpus.num_restarts == 1
     assert (tmp_path / "marker").exists()
 
 
-def test_a_worker_that_always_sends_the_wrong_shape_ends_in_worker_error(tmp_path):
-    path = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in make_texts(5)])
-    wrong = tmp_path / "wrong-python"
-    wrong.write_text('#!/bin/sh\necho \'{"batch": ["x"], "epoch": 0}\'\n')
-    wrong.chmod(0o755)
-    with HuggingFaceStreamingCorpus(str(path), python=str(wrong), max_restarts=2) as corpus:
-        with pytest.raises(WorkerError, match=r"malformed output \(a 'batch' message without 'rows'"):
-            list(corpus.stream())
-    assert corpus.num_restarts == 3
+def _shell_worker(tmp_path, script: str) -> str:
+    worker = tmp_path / "shell-worker"
+    worker.write_text(f"#!/bin/sh\n{script}\n")
+    worker.chmod(0o755)
+    return str(worker)
 
 
 def test_a_worker_that_always_dies_ends_in_worker_error_with_exit_code_and_stderr(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in make_texts(5)])
-    dying = tmp_path / "dying-python"
-    dying.write_text("#!/bin/sh\necho 'simulated crash: out of memory' >&2\nexit 9\n")
-    dying.chmod(0o755)
-    with HuggingFaceStreamingCorpus(str(path), python=str(dying), max_restarts=2) as corpus:
+    dying = _shell_worker(tmp_path, "echo 'simulated crash: out of memory' >&2\nexit 9")
+    with HuggingFaceStreamingCorpus(str(path), python=dying, max_restarts=2) as corpus:
         with pytest.raises(WorkerError) as info:
             list(corpus.stream())
     assert info.value.exit_code == 9
     assert "simulated crash" in info.value.stderr_tail and "simulated crash" in str(info.value)
+    assert corpus.num_restarts == 3
+    wrong = _shell_worker(tmp_path, "echo '{\"batch\": [\"x\"], \"epoch\": 0}'")  # always the wrong shape
+    with HuggingFaceStreamingCorpus(str(path), python=wrong, max_restarts=2) as corpus:
+        with pytest.raises(WorkerError, match=r"malformed output \(a 'batch' message without 'rows'"):
+            list(corpus.stream())
     assert corpus.num_restarts == 3
 
 

@@ -39,7 +39,7 @@ def test_malformed_lines_are_rejected(line):
     (b'{"batch": ["x"], "epoch": 0}\n', "a 'batch' message without 'rows'"),
     (b'{"batch": ["x"], "epoch": 0, "rows": [true], "end": 1}\n', "with a bad 'rows'"),
     (b'{"batch": ["x", "y"], "epoch": 0, "rows": [3, 2], "end": 4}\n', "rows do not increase"),
-    (b'{"batch": ["x"], "epoch": 0, "rows": [3], "end": 3}\n', "rows do not increase up to its end"),
+    (b'{"batch": ["x"], "epoch": 0, "rows": [3], "end": 3}\n', "rows do not increase from 0 up to its end"),
     (b'{"batch": ["x"], "epoch": 0, "rows": [0], "end": 1, "skipped": {"null": "2"}}\n', "bad 'skipped'"),
     (b'{"done": true, "total": 1, "epoch": 0}\n', "a 'done' message without 'end'"),
     (b'{"done": false, "total": 1, "epoch": 0, "end": 1}\n', "bad 'done'"),

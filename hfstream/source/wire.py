@@ -74,7 +74,8 @@ def _is_error(value: Any) -> bool:
 REQUIRED: dict[str, dict[str, Callable[[Any], bool]]] = {
     "status": {"status": lambda v: type(v) is str},
     "batch": {"batch": lambda v: type(v) is list and all(type(t) is str for t in v),
-              "epoch": _count, "rows": lambda v: type(v) is list and all(map(_count, v)), "end": _count},
+              "epoch": _count, "rows": lambda v: type(v) is list and all(type(r) is int for r in v),
+              "end": _count},
     "heartbeat": {"heartbeat": lambda v: type(v) in (int, float)},
     "done": {"done": lambda v: v is True, "total": _count, "epoch": _count, "end": _count},
     "error": {"error": _is_error},
@@ -99,8 +100,8 @@ def shape_problem(kind: str, message: dict[str, Any]) -> str | None:
         rows, end = message["rows"], message["end"]
         if len(rows) != len(message["batch"]):
             return f"with {len(rows)} rows for {len(message['batch'])} documents"
-        if any(a >= b for a, b in zip(rows, rows[1:])) or (rows and end <= rows[-1]):
-            return "whose rows do not increase up to its end"
+        if rows and (rows[0] < 0 or end <= rows[-1] or any(a >= b for a, b in zip(rows, rows[1:]))):
+            return "whose rows do not increase from 0 up to its end"
     return None
 
 
