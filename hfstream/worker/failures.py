@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, NoReturn
 
 from hfstream.errors import DataFormatError, DatasetNotFoundError, FileAccessError, HfStreamError
 from hfstream.source.spec import compression_of
+from hfstream.worker.compressed import open_binary
 
 #: compression suffix -> (magic bytes every such file starts with, format name, checking command)
 COMPRESSED: dict[str, tuple[bytes, str, str]] = {
@@ -203,8 +204,6 @@ def _truncated(path: str) -> HfStreamError | None:
     A parse error on the last, half-written row is then put down to its true cause: fsspec's
     zstd ends a truncated frame as if it were whole.
     """
-    from hfstream.worker.fast import open_binary
-
     if compression_of(path) is None or not os.path.isfile(path):
         return None
     try:
@@ -220,8 +219,6 @@ def _csv_record_line(path: str, record: int) -> int | None:
     """The line where CSV record ``record`` (the header is record 0) starts, counting quoted newlines."""
     if not os.path.isfile(path):
         return None
-    from hfstream.worker.fast import open_binary
-
     try:
         with io.TextIOWrapper(open_binary(path), encoding="utf-8", errors="replace", newline="") as f:
             rows = csv.reader(f, delimiter="\t" if ".tsv" in path else ",")
