@@ -30,6 +30,14 @@ class DataFormatError(HfStreamError, ValueError):
     """Data that cannot be read as documents: bad JSON, bad UTF-8, corrupt file, missing column."""
 
 
+class FileAccessError(HfStreamError, OSError):
+    """A data file that exists but cannot be opened: its permissions, or a directory in its place."""
+
+
+class DiskFullError(HfStreamError, OSError):
+    """An output that did not fit: the disk, a disk quota or the file size limit is full."""
+
+
 class EmptyDatasetError(HfStreamError, ValueError):
     """A dataset (or shard) that yields no document at all."""
 
@@ -68,8 +76,8 @@ class WorkerError(HfStreamError, RuntimeError):
 # Worker-side errors travel as {"error": {"type": name, ...}}; the parent rebuilds them by name.
 ERROR_TYPES: dict[str, type[HfStreamError]] = {
     cls.__name__: cls
-    for cls in (HfStreamError, ConfigError, DatasetNotFoundError, DataFormatError,
-                EmptyDatasetError, OfflineError, AuthError, StateError, WorkerError)
+    for cls in (HfStreamError, ConfigError, DatasetNotFoundError, DataFormatError, FileAccessError,
+                DiskFullError, EmptyDatasetError, OfflineError, AuthError, StateError, WorkerError)
 }
 
 

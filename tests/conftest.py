@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -192,3 +193,108 @@ def losses(run_dir: Path) -> dict[int, float]:
     """Each logged step's training loss, from a run's metrics.jsonl."""
 
     return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r}
+
+
+# -- damaged and unreadable files ------------------------------------------------------------
+
+JSONL = "".join(json.dumps({"text": f"document {i} " + "word " * 40}) + "\n" for i in range(2000)).encode()
+
+
+def _compressed(suffix: str, data: bytes) -> bytes:
+    import bz2
+    import lzma
+
+    import zstandard
+
+    return {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress,
+            ".zst": zstandard.ZstdCompressor().compress}[suffix](data)
+
+
+def write_bad_file(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    """A damaged file of one kind, and the message the error must carry."""
+    if kind.startswith("truncated"):
+        suffix = kind.split("-")[1]
+        path = tmp_path / f"d.jsonl{suffix}"
+        whole = _compressed(suffix, JSONL)
+        path.write_bytes(whole[:len(whole) // 2])
+        return path, r"d\.jsonl\.\w+: the \w+ data ends before its end-of-stream marker: the file is truncated"
+    if kind.startswith("fake"):
+        suffix = kind.split("-")[1]
+        path = tmp_path / f"d.jsonl{suffix}"
+        path.write_bytes(JSONL[:3000])  # plain JSON lines under a compressed name
+        return path, r"d\.jsonl\.\w+ is not \w+ data \(it starts with b'\{\"text\": .*\), though its name ends"
+    if kind == "csv-quote":
+        path = tmp_path / "d.csv"
+        path.write_text('text,id\n"multi\nline",1\n"second",2\n"never closed,3\nfourth,4\n')
+        return path, r"d\.csv:5: a quoted field is never closed"
+    raise AssertionError(kind)
+
+
+BAD_FILES = ["truncated-.gz", "truncated-.bz2", "truncated-.xz", "truncated-.zst",
+             "fake-.gz", "fake-.bz2", "fake-.xz", "fake-.zst", "csv-quote"]
+
+
+# Root reads any file: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set
+# (prctl PR_CAPBSET_DROP), so that after exec the worker is bound by the file's mode like anyone.
+WITHOUT_READ_OVERRIDE = textwrap.dedent("""\
+    #!{python}
+    import ctypes, os, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):
+        if os.geteuid() == 0 and libc.prctl(24, cap, 0, 0, 0) != 0:
+            sys.exit("cannot drop capability %d: errno %d" % (cap, ctypes.get_errno()))
+    os.execv({python!r}, [{python!r}] + sys.argv[1:])
+""")
+
+
+@pytest.fixture
+def unreadable(tmp_path):
+    """(a function making a file unreadable, the interpreter prefix for which it really is)."""
+    wrapper = tmp_path / "python-without-read-override"
+    wrapper.write_text(WITHOUT_READ_OVERRIDE.format(python=sys.executable))
+    wrapper.chmod(0o755)
+    probe = tmp_path / "probe"
+    probe.write_text("x")
+    probe.chmod(0)
+    check = subprocess.run([str(wrapper), "-c", f"open({str(probe)!r}).read()"], capture_output=True, text=True)
+    if "PermissionError" not in check.stderr:
+        pytest.skip(f"cannot make a file unreadable here: {check.stderr.strip()[-200:] or 'it stays readable'}")
+
+    def make(path):
+        path.chmod(0)
+        return path
+
+    return make, str(wrapper)
+
+
+# -- a disk that really fills up ----------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A directory on a 4 MB tmpfs of its own; skipped where mounting one is not permitted."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    try:
+        mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                               capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        pytest.skip("no mount command here")
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mount.stderr.strip() or mount.returncode}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
+
+
+def fill_disk(disk: Path, leave: int = 0) -> Path:
+    """Write a filler file on ``disk`` until about ``leave`` bytes stay free; returns it."""
+    import shutil
+
+    filler = disk / "filler"
+    with open(filler, "ab") as f:
+        try:
+            f.write(b"\0" * max(shutil.disk_usage(disk).free - leave, 0))
+        except OSError:
+            pass
+    return filler

@@ -1,11 +1,17 @@
 """The hfstream command: head, scan (single dataset and --streams mixtures), errors, datasets."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 
-from conftest import make_texts, write_jsonl
+import pytest
+
+from conftest import BAD_FILES, make_texts, write_bad_file, write_jsonl
 from hfstream.cli.main import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_head_prints_the_first_documents(tmp_path, capsys):
@@ -51,3 +57,31 @@ def test_datasets_lists_the_builtin_corpus_and_the_module_runs(capsys):
     out = subprocess.run([sys.executable, "-m", "hfstream.cli.main", "head", "--dataset", "builtin:python-docs",
                           "-n", "1", "--chars", "80"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.startswith("--- document 0")
+
+
+@pytest.mark.parametrize("kind", BAD_FILES)
+def test_a_bad_file_is_one_error_and_hint_without_a_traceback(tmp_path, capsys, kind):
+    path, match = write_bad_file(tmp_path, kind)
+    assert main(["head", "--dataset", str(path), "-n", "100000"]) == 2  # past the damage
+    err = capsys.readouterr().err
+    assert re.search(match, err) and "HINT:" in err
+    assert "Traceback" not in err and "worker stderr" not in err and "see the worker output" not in err
+
+
+def _cli(args: list[str], python: str = sys.executable) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=REPO)  # this checkout, for the CLI and its worker alike
+    return subprocess.run([python, "-m", "hfstream.cli.main", *args], capture_output=True, text=True,
+                          timeout=120, cwd=REPO, env=env)
+
+
+def test_an_unreadable_file_is_one_error_and_the_traceback_is_there_with_v(tmp_path, unreadable):
+    make_unreadable, python = unreadable
+    path = make_unreadable(write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}]))
+    quiet = _cli(["head", "--dataset", str(path)], python)
+    assert quiet.returncode == 2, quiet.stderr
+    assert "error: " in quiet.stderr and "permission denied" in quiet.stderr and "HINT:" in quiet.stderr
+    assert "Traceback" not in quiet.stderr
+    verbose = _cli(["-v", "head", "--dataset", str(path)], python)
+    assert verbose.returncode == 2
+    assert any("Traceback" in line and "hfstream.worker DEBUG" in line for line in verbose.stderr.splitlines())
+    assert "PermissionError" in verbose.stderr

@@ -181,14 +181,15 @@ def test_sigstopped_worker_is_killed_by_the_watchdog_and_replaced(tmp_path):
 
 FAULTY_PYTHON = textwrap.dedent("""\
     #!{python}
-    # Runs the real worker, but garbles its 4th stdout line the first time (marker file).
+    # Runs the real worker, but the first time (marker file) sends {bad} in place of its 4th
+    # stdout line, and stops there.
     import os, subprocess, sys
     marker = {marker!r}
     child = subprocess.Popen([{python!r}] + sys.argv[1:], stdout=subprocess.PIPE)
     for n, line in enumerate(child.stdout):
         if n == 3 and not os.path.exists(marker):
             open(marker, "w").close()
-            sys.stdout.buffer.write(line[: len(line) // 2] + b"\\n")
+            sys.stdout.buffer.write({bad})
             sys.stdout.flush()
             child.kill()
             sys.exit(0)
@@ -198,28 +199,63 @@ FAULTY_PYTHON = textwrap.dedent("""\
 """)
 
 
+def faulty_python(tmp_path, bad: str = 'line[: len(line) // 2] + b"\\n"'):
+    """A worker command that sends ``bad`` (a Python expression) once as its 4th line."""
+    wrapper = tmp_path / "faulty-python"
+    wrapper.write_text(FAULTY_PYTHON.format(python=sys.executable, marker=str(tmp_path / "marker"), bad=bad))
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
 def test_malformed_line_restarts_from_the_last_good_batch(tmp_path):
     texts = make_texts(120)
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in texts])
-    wrapper = tmp_path / "faulty-python"
-    wrapper.write_text(FAULTY_PYTHON.format(python=sys.executable, marker=str(tmp_path / "marker")))
-    wrapper.chmod(0o755)
-    with HuggingFaceStreamingCorpus(str(path), batch_size=10, python=str(wrapper)) as corpus:
+    with HuggingFaceStreamingCorpus(str(path), batch_size=10, python=faulty_python(tmp_path)) as corpus:
         assert list(corpus.stream()) == texts
         assert corpus.num_restarts == 1
     assert (tmp_path / "marker").exists()
 
 
+@pytest.mark.parametrize("line", [
+    b'{"batch": 5}\n',
+    b'{"batch": ["x"], "epoch": 0}\n',
+    b'{"batch": ["x", 7], "epoch": 0, "rows": [0, 1], "end": 2}\n',
+    b'{"batch": ["x", "y"], "epoch": 0, "rows": [0], "end": 2}\n',
+    b'{"batch": ["x"], "epoch": -1, "rows": [0], "end": 1}\n',
+    b'{"done": true}\n',
+    b'{"error": "boom"}\n',
+    b'{"heartbeat": 1, "done": true, "total": 0, "epoch": 0, "end": 0}\n',
+], ids=["batch-not-a-list", "batch-without-rows", "batch-non-str", "rows-mismatch", "negative-epoch",
+        "done-without-position", "error-not-an-object", "two-kinds"])
+def test_a_line_of_the_wrong_shape_restarts_exactly_like_a_garbled_one(tmp_path, line):
+    texts = make_texts(120)
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in texts])
+    with HuggingFaceStreamingCorpus(str(path), batch_size=10, python=faulty_python(tmp_path, repr(line))) as corpus:
+        assert list(corpus.stream()) == texts  # nothing lost, nothing repeated
+        assert corpus.num_restarts == 1
+    assert (tmp_path / "marker").exists()
+
+
+def _shell_worker(tmp_path, script: str) -> str:
+    worker = tmp_path / "shell-worker"
+    worker.write_text(f"#!/bin/sh\n{script}\n")
+    worker.chmod(0o755)
+    return str(worker)
+
+
 def test_a_worker_that_always_dies_ends_in_worker_error_with_exit_code_and_stderr(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in make_texts(5)])
-    dying = tmp_path / "dying-python"
-    dying.write_text("#!/bin/sh\necho 'simulated crash: out of memory' >&2\nexit 9\n")
-    dying.chmod(0o755)
-    with HuggingFaceStreamingCorpus(str(path), python=str(dying), max_restarts=2) as corpus:
+    dying = _shell_worker(tmp_path, "echo 'simulated crash: out of memory' >&2\nexit 9")
+    with HuggingFaceStreamingCorpus(str(path), python=dying, max_restarts=2) as corpus:
         with pytest.raises(WorkerError) as info:
             list(corpus.stream())
     assert info.value.exit_code == 9
     assert "simulated crash" in info.value.stderr_tail and "simulated crash" in str(info.value)
+    assert corpus.num_restarts == 3
+    wrong = _shell_worker(tmp_path, "echo '{\"batch\": [\"x\"], \"epoch\": 0}'")  # always the wrong shape
+    with HuggingFaceStreamingCorpus(str(path), python=wrong, max_restarts=2) as corpus:
+        with pytest.raises(WorkerError, match=r"malformed output \(a 'batch' message without 'rows'"):
+            list(corpus.stream())
     assert corpus.num_restarts == 3
 
 
@@ -274,3 +310,18 @@ def test_stream_called_again_continues_after_the_last_yielded_document(tmp_path)
         got.extend(t for batch in corpus.stream_batches() for t in batch)
         assert corpus.num_delivered == 40
     assert got == texts
+
+
+def test_the_worker_imports_the_parents_hfstream(tmp_path):
+    # The worker runs from the parent's PYTHONPATH plus the directory holding this hfstream: a
+    # parent run from elsewhere (or beside an installed copy) must not start another version.
+    from hfstream.source import process
+
+    assert os.path.isfile(os.path.join(process._PACKAGE_ROOT, "hfstream", "worker", "__main__.py"))
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); from hfstream import HuggingFaceStreamingCorpus\n"
+              "with HuggingFaceStreamingCorpus(sys.argv[2]) as corpus: print(len(list(corpus.stream())))")
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in make_texts(7)])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", script, process._PACKAGE_ROOT, str(path)], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "7", out.stderr[-2000:]

@@ -1,13 +1,15 @@
 """Bad input: every case gets an error that names the cause and the next step, never a hang."""
 
+import gzip
+import json
 import time
 
 import pytest
 
-from conftest import make_texts, read_all, write_jsonl, write_parquet
+from conftest import JSONL, BAD_FILES, make_texts, read_all, write_bad_file, write_jsonl, write_parquet
 from hfstream import HuggingFaceStreamingCorpus
 from hfstream.errors import (ConfigError, DataFormatError, DatasetNotFoundError, EmptyDatasetError,
-                             OfflineError)
+                             FileAccessError, OfflineError)
 
 
 def test_missing_path(tmp_path):
@@ -147,3 +149,116 @@ def test_bad_options(tmp_path, options, match):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}])
     with pytest.raises(ConfigError, match=match):
         HuggingFaceStreamingCorpus(str(path), **options)
+
+
+# -- encoding errors: honoured everywhere, or said with file:line and the fix ---------------------
+
+LONE_SURROGATES = ('{"text": "fine"}\n{"text": "lone \\ud800 high"}\n{"text": "pair \\ud83d\\ude00 '
+                   'and lone low \\udc00"}\n{"text": "after"}\n')
+
+
+@pytest.mark.parametrize("name", ["d.jsonl", "d.jsonl.gz"])
+def test_lone_surrogate_escape_follows_encoding_errors(tmp_path, name):
+    path = tmp_path / name
+    data = LONE_SURROGATES.encode()
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    assert read_all(str(path), encoding_errors="replace") == [
+        "fine", "lone \ufffd high", "pair \U0001f600 and lone low \ufffd", "after"]
+    assert read_all(str(path), encoding_errors="ignore") == [
+        "fine", "lone  high", "pair \U0001f600 and lone low ", "after"]
+    with pytest.raises(DataFormatError, match=rf"{name}:2: .*lone surrogate escape \(\\ud800\)") as info:
+        read_all(str(path))
+    assert "--encoding-errors replace" in str(info.value) and "sed -n '2p'" in str(info.value)
+
+
+def test_lone_surrogate_read_by_datasets_is_explained(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(LONE_SURROGATES)
+    with pytest.raises(DataFormatError, match=r"d\.jsonl: invalid JSON in row 1 .*surrogate") as info:
+        read_all(str(path), reader="datasets", encoding_errors="replace")
+    assert "reader='fast'" in str(info.value)
+
+
+def test_lone_surrogate_in_a_line_that_is_also_malformed_is_called_malformed(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "ok"}\n{"text": "lone \\ud800 and no end\n')
+    with pytest.raises(DataFormatError, match=r"d\.jsonl:2: malformed JSON line"):
+        read_all(str(path), encoding_errors="replace")
+
+
+def test_invalid_utf8_in_a_parquet_string_column_follows_encoding_errors(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # Some writers do not check their strings: build such a column without pyarrow's check.
+    data, offsets = b"fine" + b"caf\xe9" + b"after", np.array([0, 4, 8, 13], dtype=np.int32)
+    column = pa.Array.from_buffers(pa.string(), 3, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"text": column}), path)
+    assert read_all(str(path), encoding_errors="replace") == ["fine", "caf\ufffd", "after"]
+    assert read_all(str(path), encoding_errors="ignore") == ["fine", "caf", "after"]
+    with pytest.raises(DataFormatError, match=r"d\.parquet: row 1 of column 'text' is not valid UTF-8"):
+        read_all(str(path))
+
+
+def test_invalid_utf8_in_a_text_file_names_the_line(tmp_path):
+    path = tmp_path / "d.txt"
+    path.write_bytes(b"fine\n" * 5000 + b"line with caf\xe9\nafter\n")  # past the first read block
+    with pytest.raises(DataFormatError, match=r"d\.txt:5001: invalid UTF-8 at byte 14 of the line"):
+        read_all(str(path), sample_by="line")
+
+
+# -- bad files: each its own cause and HINT, raised in the parent without a worker traceback ------
+
+@pytest.mark.parametrize("kind", BAD_FILES)
+def test_a_bad_file_gets_its_own_cause_and_hint(tmp_path, kind):
+    path, match = write_bad_file(tmp_path, kind)
+    with pytest.raises(DataFormatError, match=match) as info:
+        read_all(str(path))
+    assert "HINT:" in str(info.value) and "worker stderr" not in str(info.value)
+    if kind.startswith("fake"):
+        assert "rename it without" in str(info.value)
+    elif kind.startswith("truncated"):
+        assert "download or write it again" in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["truncated-.gz", "truncated-.zst", "fake-.gz", "fake-.bz2"])
+def test_a_bad_file_read_by_datasets_gets_the_same_cause(tmp_path, kind):
+    path, match = write_bad_file(tmp_path, kind)
+    with pytest.raises(DataFormatError, match=match):
+        read_all(str(path), reader="datasets")
+
+
+def test_an_unclosed_csv_quote_names_the_file_among_several(tmp_path):
+    (tmp_path / "a.csv").write_text('text,id\n"one",1\n')
+    (tmp_path / "b.csv").write_text('text,id\n"two",1\n"broken,2\nthree,3\n')
+    (tmp_path / "c.csv").write_text('text,id\n"four",1\n')
+    with pytest.raises(DataFormatError, match=r"b\.csv:3: a quoted field is never closed") as info:
+        read_all(str(tmp_path))
+    assert "sed -n '3p'" in str(info.value)
+
+
+def test_documents_before_a_truncation_are_delivered_first(tmp_path):
+    path, _ = write_bad_file(tmp_path, "truncated-.gz")
+    got = []
+    with pytest.raises(DataFormatError, match="truncated"):
+        with HuggingFaceStreamingCorpus(str(path), batch_size=50) as corpus:
+            got.extend(corpus.stream())
+    assert 0 < len(got) < 2000 and got == [json.loads(line)["text"] for line in JSONL.splitlines()[:len(got)]]
+
+
+@pytest.mark.parametrize("name", ["d.jsonl", "d.parquet", "d.txt.gz"])
+def test_an_unreadable_file_is_permission_denied_not_corrupt(tmp_path, unreadable, name):
+    make_unreadable, python = unreadable
+    path = tmp_path / name
+    if name.endswith(".parquet"):
+        write_parquet(path, ["a", "b"])
+    elif name.endswith(".gz"):
+        path.write_bytes(gzip.compress(b"a\nb\n"))
+    else:
+        write_jsonl(path, [{"text": "a"}])
+    make_unreadable(path)
+    with pytest.raises(FileAccessError, match=rf"{name}: permission denied: user \S+ \(uid \d+\) may not read it") as info:
+        read_all(str(path), python=python)
+    assert "chmod a+r" in str(info.value) and "corrupt" not in str(info.value)

@@ -26,6 +26,17 @@ def test_json_lines_plain_and_compressed(tmp_path, texts, suffix):
     assert read_all(str(path)) == texts
 
 
+@pytest.mark.parametrize("reader", ["fast", "datasets"])
+def test_zstd_file_of_several_frames_is_read_whole(tmp_path, texts, reader):
+    import zstandard
+
+    lines = [(json.dumps({"text": t}) + "\n").encode() for t in texts]
+    frames = b"".join(zstandard.ZstdCompressor().compress(b"".join(lines[i:i + 7])) for i in range(0, 50, 7))
+    path = tmp_path / "data.jsonl.zst"  # as `cat a.zst b.zst` or a multi-threaded writer makes them
+    path.write_bytes(frames)
+    assert read_all(str(path), reader=reader) == texts
+
+
 def test_text_file_sample_by_line_paragraph_document(tmp_path):
     raw = "first line\r\nsecond line\rthird\n\npara two a\npara two b\n\n\n\nlast\n"
     path = tmp_path / "book.txt"

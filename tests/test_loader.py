@@ -200,9 +200,9 @@ def test_one_shot_generator_cannot_be_restored_and_says_so(tokenizer_path):
 
 
 def test_huge_document_is_tokenized_in_pieces_with_bounded_buffer(tokenizer_path, monkeypatch):
-    from hfstream.loader import pipeline
+    from hfstream.tokens import long_texts
 
-    monkeypatch.setattr(pipeline, "PIECE_CHARS", 10_000)
+    monkeypatch.setattr(long_texts, "PIECE_CHARS", 10_000)
     words = make_texts(1, seed=9)[0].split()
     huge = " ".join(words[i % len(words)] for i in range(40_000))  # ~250k chars, single spaces
     encoder = TextEncoder(tokenizer_path)
@@ -217,6 +217,27 @@ def test_huge_document_is_tokenized_in_pieces_with_bounded_buffer(tokenizer_path
         buffer = loader.pipeline.buffer
         for _ in loader:  # the buffer never holds more than its budget, or a single item
             assert buffer.num_bytes <= 1024 or len(buffer) == 1
+
+
+@pytest.mark.slow
+def test_documents_over_a_mebibyte_get_the_whole_documents_ids(tmp_path, tokenizer_path):
+    from pydoc_data.topics import topics
+    from tokenizers import Tokenizer
+
+    english = " ".join(topics[name] for name in sorted(topics)) * 3  # ~1.4 MB: cut in pieces
+    texts = ["short one", "the" * 400_000 + " end", english, "a" + " " * 1_000_000 + "b", "last"]
+    path = write_jsonl(tmp_path / "long.jsonl", [{"text": t} for t in texts])
+    reference = Tokenizer.from_file(str(tokenizer_path))
+    reference.encode_special_tokens = True
+    eos = reference.token_to_id("<|endoftext|>")
+    expected = np.concatenate([np.append(reference.encode(t, add_special_tokens=False).ids, eos)
+                               for t in texts]).astype(np.int64)
+    with StreamingTextDataLoader(str(path), tokenizer_path, 2, 512, shuffle_buffer_size=0) as loader:
+        assert loader.encoder.backend == "tiktoken"  # the default path ("auto")
+        stream = torch.cat(_all_rows(loader)).flatten().numpy()
+        leftover = loader.pipeline.packer.num_pending_tokens
+    assert len(stream) + leftover == len(expected)
+    assert np.array_equal(stream, expected[:len(stream)])
 
 
 @pytest.mark.parametrize("kwargs,match", [

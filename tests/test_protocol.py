@@ -32,3 +32,22 @@ def test_error_message_carries_type_message_and_hint():
 def test_malformed_lines_are_rejected(line):
     with pytest.raises(ValueError):
         protocol.decode(line)
+
+
+@pytest.mark.parametrize("line,problem", [
+    (b'{"batch": 5}\n', "a 'batch' message with a bad 'batch'"),
+    (b'{"batch": ["x"], "epoch": 0}\n', "a 'batch' message without 'rows'"),
+    (b'{"batch": ["x"], "epoch": 0, "rows": [true], "end": 1}\n', "with a bad 'rows'"),
+    (b'{"batch": ["x", "y"], "epoch": 0, "rows": [3, 2], "end": 4}\n', "rows do not increase"),
+    (b'{"batch": ["x"], "epoch": 0, "rows": [3], "end": 3}\n', "rows do not increase from 0 up to its end"),
+    (b'{"batch": ["x"], "epoch": 0, "rows": [0], "end": 1, "skipped": {"null": "2"}}\n', "bad 'skipped'"),
+    (b'{"done": true, "total": 1, "epoch": 0}\n', "a 'done' message without 'end'"),
+    (b'{"done": false, "total": 1, "epoch": 0, "end": 1}\n', "bad 'done'"),
+    (b'{"error": {"type": "X"}}\n', "bad 'error'"),
+    (b'{"heartbeat": "soon"}\n', "bad 'heartbeat'"),
+    (b'{"v": 2, "status": "loading"}\n', "bad 'v'"),
+    (b'{"batch": [], "epoch": 0, "rows": [], "end": 0, "done": true}\n', "not a protocol message"),
+])
+def test_lines_of_the_wrong_shape_are_rejected_and_say_why(line, problem):
+    with pytest.raises(ValueError, match=problem):
+        protocol.decode(line)

@@ -374,3 +374,125 @@ def test_load_tokenizer_corrupt_file(tmp_path, content):
 def test_load_tokenizer_wrong_type():
     with pytest.raises(ConfigError, match="got int"):
         load_tokenizer(42)
+
+
+# ---- any document: long, adversarial, cut in pieces ----------------------------------------------
+# The reference is always the whole document through plain tokenizers, never our own code path.
+
+O200K_PATTERN = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+                 r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+"
+                 r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}|"
+                 r" ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+SHAPES = ("gpt2", "gpt2_prefix_space", "llama3", "o200k")
+
+
+def split_then_byte_level(pattern: str):
+    return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+                                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+
+@pytest.fixture(scope="module")
+def shaped(byte_bpe) -> dict[str, Tokenizer]:
+    """Byte-level BPEs with each pre-tokenizer whose documents may be cut."""
+    return {"gpt2": byte_bpe,
+            "gpt2_prefix_space": train_byte_level_bpe(800, pre_tokenizer=pre_tokenizers.ByteLevel(add_prefix_space=True)),
+            "llama3": train_byte_level_bpe(800, pre_tokenizer=split_then_byte_level(LLAMA3_PATTERN)),
+            "o200k": train_byte_level_bpe(800, pre_tokenizer=split_then_byte_level(O200K_PATTERN))}
+
+
+def whole_document_ids(tokenizer: Tokenizer, texts: list[str]) -> list[np.ndarray]:
+    reference = Tokenizer.from_str(tokenizer.to_str())
+    reference.encode_special_tokens = True
+    return [np.array(reference.encode(text, add_special_tokens=False).ids, dtype=np.uint32)
+            for text in texts]
+
+
+def run_of(unit: str, chars: int = 1_000_000) -> str:
+    return unit * -(-chars // len(unit))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text", ["a" + run_of(" "), run_of(" \n") + "b", "x " + run_of("\u00a0") + " 12 !",
+                                  "a" + run_of("\u3000") + "b"], ids=["space", "space-newline", "nbsp", "ideographic"])
+def test_whitespace_run_that_overflows_tiktokens_regex_gets_the_tokenizers_ids(byte_bpe, text):
+    # fancy-regex keeps a backtrack point per character of `\s+(?!\S)`: ~1M of them overflow it.
+    fast = TextEncoder(byte_bpe)  # backend="auto": the default path of the loader
+    assert fast.backend == "tiktoken"
+    with pytest.raises(ValueError, match="backtrack"):
+        fast._bpe.encode(text)  # the case is real: tiktoken alone fails on it
+    texts = ["before", text, "after"]
+    assert_same_ids(whole_document_ids(byte_bpe, texts), fast.submit(texts).result())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", ["llama3", "o200k"])
+def test_other_regexes_with_long_whitespace_runs_get_the_tokenizers_ids(shaped, shape):
+    texts = ["a" + run_of(" "), "x" + run_of("\t") + "\ny"]
+    fast = TextEncoder(shaped[shape], backend="tiktoken")
+    assert_same_ids(whole_document_ids(shaped[shape], texts), fast.encode_batch(texts))
+
+
+@pytest.mark.slow
+def test_long_runs_of_one_kind_of_character_agree(byte_bpe):
+    units = ["a", "A", "Ab", "1", "12 ", "!", ".,;", "漢", "aé漢1!", "e\u0301", "'s", " a", " !",
+             "\n", "\r\n", " \n\n", "😀", "\u200b"]
+    texts = [run_of(unit, 200_000) for unit in units]
+    slow, fast = TextEncoder(byte_bpe, backend="tokenizers"), TextEncoder(byte_bpe, backend="tiktoken")
+    want = whole_document_ids(byte_bpe, texts)
+    assert_same_ids(want, fast.encode_batch(texts))
+    assert_same_ids(want, slow.encode_batch(texts))
+
+
+@pytest.mark.slow
+def test_document_over_a_mebibyte_without_a_place_to_cut_is_encoded_whole(byte_bpe):
+    texts = ["the" * 400_000 + " end", "word" + "1" * 1_100_000 + " x"]
+    want = whole_document_ids(byte_bpe, texts)
+    for backend in ("tiktoken", "tokenizers"):
+        assert_same_ids(want, TextEncoder(byte_bpe, backend=backend).encode_batch(texts))
+
+
+# Characters where the regexes' alternatives meet: letters of both cases, apostrophes that
+# start contractions, digits, punctuation, every kind of whitespace, marks, other scripts.
+TRICKY = ["a", "b", "s", "t", "A", "Z", " ", " ", " ", "  ", "'", "'s", "'T", "1", "42", "!", ".", "/",
+          "\n", "\r\n", "\t", "\u00a0", "\u3000", "\u2009", "é", "e\u0301", "漢", "ß", "\u200b", "😀"]
+
+
+def fuzz_texts(num: int, length: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return ["".join(rng.choice(TRICKY, size=length)) for _ in range(num)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_cut_documents_give_the_whole_documents_ids(shaped, shape, monkeypatch):
+    from hfstream.tokens import long_texts
+
+    monkeypatch.setattr(long_texts, "PIECE_CHARS", 40)  # a cut every ~40 characters
+    texts = fuzz_texts(150, 400, seed=SHAPES.index(shape)) + [t * 3 for t in TOPIC_TEXTS[:5]]
+    texts += ["it's A B  c \n d\te 'S f's g1 h! i\u00a0j k\u3000l e\u0301 m漢 n" * 20]
+    pieces = [long_texts.cut_text(t, 40) for t in texts]
+    assert sum(map(len, pieces)) > 4 * len(texts)  # many cuts, all before " " after [A-Za-z]
+    assert all(p[-1].isascii() and p[-1].isalpha() and q[0] == " "
+               for cut in pieces for p, q in zip(cut, cut[1:]))
+    want = whole_document_ids(shaped[shape], texts)
+    for backend in ("tiktoken", "tokenizers"):
+        encoder = TextEncoder(shaped[shape], backend=backend)
+        assert encoder._cut_long
+        assert_same_ids(want, encoder.encode_batch(texts))
+        assert_same_ids(want, encoder.submit(texts).result())
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "unknown_split_regex", "nfc_normalizer"])
+def test_other_tokenizers_encode_long_documents_whole(kind, wordpiece, byte_bpe, monkeypatch):
+    from hfstream.tokens import long_texts
+
+    if kind == "wordpiece":
+        tokenizer = wordpiece
+    elif kind == "unknown_split_regex":
+        tokenizer = train_byte_level_bpe(500, pre_tokenizer=split_then_byte_level(r"\S+\s*"))
+    else:
+        tokenizer = edit_json(byte_bpe, lambda c: c.update(normalizer={"type": "NFC"}))
+    monkeypatch.setattr(long_texts, "PIECE_CHARS", 40)
+    texts = ["a b " * 100, "x  y\n" * 50 + "z"]
+    encoder = TextEncoder(tokenizer)
+    assert not encoder._cut_long
+    assert_same_ids(whole_document_ids(tokenizer, texts), encoder.encode_batch(texts))

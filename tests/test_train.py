@@ -354,3 +354,28 @@ def test_a_bad_stream_in_the_yaml_names_it(tmp_path, tokenizer_path):
                                    method="random", tokenizer_path=tokenizer_path, output=tmp_path / "o")
                       .replace("proportion: 0.75", "repeat: 2"))
     assert main(["--config", str(config), "-q"]) == 2
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_error_and_the_last_checkpoint_resumes(make_config, small_disk,
+                                                                                   capsys):
+    from conftest import fill_disk
+
+    config, _ = make_config()
+    run = small_disk / "run"
+    flags = ["-q", "--output", str(run), "train.plot=false", "eval_steps=0"]
+    assert main(["--config", str(config), *flags]) == 0  # 6 steps, checkpoint.pt at step 6
+    capsys.readouterr()
+    size = (run / "checkpoint.pt").stat().st_size
+    stale = run / ".checkpoint.pt.k1ll3d00.tmp"            # what a write killed half-way leaves
+    stale.write_bytes(b"x" * 100)
+    filler = fill_disk(small_disk, leave=size // 2)        # room for the logs, not for a checkpoint
+    assert main(["--resume", *flags, "--max_steps", "8"]) == 2
+    err = capsys.readouterr().err
+    assert f"\nerror: cannot write {run / 'checkpoint.pt'}: the disk is full (the disk mounted at {small_disk}: " in err
+    assert "checkpoint.pt needs" in err and "the previous checkpoint.pt is intact" in err
+    assert "HINT:" in err and "Traceback" not in err
+    assert not stale.exists() and not list(run.glob(".checkpoint.pt.*.tmp"))
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 6
+    filler.unlink()                                         # space again: the run continues from step 6
+    assert main(["--resume", *flags, "--max_steps", "8"]) == 0
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 8

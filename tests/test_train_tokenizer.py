@@ -156,3 +156,17 @@ def test_cli_trains_from_a_mixture_file(tmp_path):
                      str(out), "-q", "--json"]) == 0
     report = json.loads((out / "tokenizer_report.json").read_text())
     assert report["documents"] == 150 and (out / "tokenizer.json").exists()
+
+
+def test_cli_full_disk_is_one_clear_error(docs, small_disk, capsys):
+    from conftest import fill_disk
+
+    path, _ = docs
+    fill_disk(small_disk)
+    rc = main(["--dataset", str(path), "--max-samples", "100", "--vocab-size", "600",
+               "--output", str(small_disk / "tok")])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"error: cannot write {small_disk / 'tok' / 'tokenizer.json'}: the disk is full" in err
+    assert "no tokenizer.json was written" in err and "HINT:" in err and "Traceback" not in err
+    assert not (small_disk / "tok").exists()  # a failed run leaves nothing behind

@@ -23,7 +23,6 @@ from hfstream.source.base import DocumentSource, require_keys
 from hfstream.tokens.jobs import EncodeJob
 
 STATE_VERSION = 1
-PIECE_CHARS = 1 << 20         # a document longer than this is tokenized in pieces
 ARRAY_OVERHEAD = 112          # bytes of a numpy array object besides its data (for the budget)
 LOOKAHEAD = 2                 # batches of texts handed to the tokenizer threads ahead of packing
 
@@ -115,20 +114,7 @@ class TokenPipeline:
 
     def _submit(self, texts: list[str]) -> EncodeJob:
         submit = self._encoder_submit
-        if not any(len(t) > PIECE_CHARS for t in texts):
-            return submit(texts) if submit else EncodeJob.done(self.encoder.encode_batch(texts))
-        # Very long documents: tokenize piece by piece (split before whitespace), then join.
-        pieces: list[str] = []
-        owners: list[int] = []
-        for i, text in enumerate(texts):
-            for piece in split_text(text, PIECE_CHARS):
-                pieces.append(piece)
-                owners.append(i)
-        arrays = self.encoder.encode_batch(pieces)
-        joined: list[list[np.ndarray]] = [[] for _ in texts]
-        for owner, array in zip(owners, arrays):
-            joined[owner].append(array)
-        return EncodeJob.done([parts[0] if len(parts) == 1 else np.concatenate(parts) for parts in joined])
+        return submit(texts) if submit else EncodeJob.done(self.encoder.encode_batch(texts))
 
     # -- the row-source interface a producer runs ------------------------------------------
     def fingerprint(self) -> str:
@@ -171,21 +157,3 @@ class TokenPipeline:
         self._exhausted = state["exhausted"]
         self._batches = None
         self.num_docs = state["num_docs"]
-
-
-def split_text(text: str, max_chars: int) -> list[str]:
-    """Split ``text`` into pieces of at most ~max_chars, each cut just before whitespace.
-
-    Byte-level BPE pre-tokenizers attach a space to the word after it, so cutting before a
-    space keeps the tokens at the cut the same as in the whole text (except inside long
-    whitespace runs). A piece with no whitespace at all is cut hard at max_chars.
-    """
-    pieces, start, n = [], 0, len(text)
-    while n - start > max_chars:
-        cut = max(text.rfind(" ", start + 1, start + max_chars), text.rfind("\n", start + 1, start + max_chars))
-        if cut <= start:
-            cut = start + max_chars
-        pieces.append(text[start:cut])
-        start = cut
-    pieces.append(text[start:])
-    return pieces

@@ -40,7 +40,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def is_refused(exc: BaseException) -> bool:
-    """The store refused the credentials: HTTP 401/403, a PermissionError, or the hub's
+    """The store refused the credentials: HTTP 401/403, a PermissionError (from a remote file
+    system: a local file's permissions are explained before this is asked), or the hub's
     "repository not found" for an anonymous or badly authenticated request."""
     if isinstance(exc, AuthError):
         return True

@@ -23,7 +23,7 @@ from hfstream.source import wire as protocol
 from hfstream.source.spec import SourceSpec
 
 log = logging.getLogger("hfstream.worker")
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds hfstream/
 
 
 class ByteQueue:

@@ -26,7 +26,7 @@ before filtering, so resuming at a position skips filtered rows exactly as the f
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -44,16 +44,69 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 def decode(line: bytes) -> dict[str, Any]:
-    """Decode one protocol line.
+    """Decode one protocol line, checking that it has every field of its kind, of the right type.
 
     Raises:
-        ValueError: the line is not a JSON object of a known kind (a truncated or garbled
-            line; the parent treats it as a worker failure and restarts from the last good batch).
+        ValueError: the line is not a JSON object of exactly one known kind with that kind's
+            fields (a truncated or garbled line, or one of the wrong shape: the parent treats it
+            as a worker failure and restarts from the last good batch).
     """
     message = orjson.loads(line)
-    if not isinstance(message, dict) or not any(kind in message for kind in KINDS):
+    kinds = [kind for kind in KINDS if kind in message] if isinstance(message, dict) else []
+    if len(kinds) != 1:
         raise ValueError(f"not a protocol message: {line[:120]!r}")
+    problem = shape_problem(kinds[0], message)
+    if problem is not None:
+        raise ValueError(f"a {kinds[0]!r} message {problem}: {line[:120]!r}")
     return message
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _counts(value: Any) -> bool:
+    return type(value) is dict and all(type(k) is str and _count(n) for k, n in value.items())
+
+
+def _is_error(value: Any) -> bool:
+    return (type(value) is dict and type(value.get("type")) is str and type(value.get("message")) is str
+            and (value.get("hint") is None or type(value["hint"]) is str))
+
+
+#: kind -> field -> check, for the fields a message of that kind must have ...
+REQUIRED: dict[str, dict[str, Callable[[Any], bool]]] = {
+    "status": {"status": lambda v: type(v) is str},
+    "batch": {"batch": lambda v: type(v) is list and all(type(t) is str for t in v),
+              "epoch": _count, "rows": lambda v: type(v) is list and all(type(r) is int for r in v),
+              "end": _count},
+    "heartbeat": {"heartbeat": lambda v: type(v) in (int, float)},
+    "done": {"done": lambda v: v is True, "total": _count, "epoch": _count, "end": _count},
+    "error": {"error": _is_error},
+}
+#: ... and for those it may have.
+OPTIONAL: dict[str, dict[str, Callable[[Any], bool]]] = {
+    "status": {"v": lambda v: v == PROTOCOL_VERSION}, "batch": {"skipped": _counts}, "done": {"skipped": _counts},
+}
+
+
+def shape_problem(kind: str, message: dict[str, Any]) -> str | None:
+    """What is wrong with a message of ``kind`` (a missing field, a wrong type), or None."""
+    for name, check in REQUIRED[kind].items():
+        if name not in message:
+            return f"without {name!r}"
+        if not check(message[name]):
+            return f"with a bad {name!r}"
+    for name, check in OPTIONAL.get(kind, {}).items():
+        if name in message and not check(message[name]):
+            return f"with a bad {name!r}"
+    if kind == "batch":
+        rows, end = message["rows"], message["end"]
+        if len(rows) != len(message["batch"]):
+            return f"with {len(rows)} rows for {len(message['batch'])} documents"
+        if rows and (rows[0] < 0 or end <= rows[-1] or any(a >= b for a, b in zip(rows, rows[1:]))):
+            return "whose rows do not increase from 0 up to its end"
+    return None
 
 
 def kind_of(message: dict[str, Any]) -> str:

@@ -7,6 +7,11 @@ byte-level BPE tokenizers (GPT-2, RoBERTa, Llama 3 style) several times faster, 
 converts *and* both backends agree on :data:`SELF_CHECK_TEXTS` plus the caller's
 ``check_texts``.
 
+Any document gets the ids ``tokenizers`` gives the whole of it: a text on which tiktoken's regex
+engine gives up (a whitespace run of ~1M characters) is encoded by tokenizers instead, and a text
+over a MiB is encoded in pieces cut only where the pre-tokenizer itself cuts
+(:mod:`hfstream.tokens.long_texts`).
+
 Special tokens in text: documents are ordinary text. A literal ``"<|endoftext|>"`` inside a
 document is encoded as the characters it is made of, never as the special token, so that
 only the packer decides where documents end. Both backends do this: tiktoken through its
@@ -33,6 +38,7 @@ from tokenizers import Tokenizer
 
 from hfstream.tokens.jobs import EncodeJob, groups, tokenizer_pool
 from hfstream.errors import ConfigError, DataFormatError
+from hfstream.tokens.long_texts import JoinedJob, can_cut, cut_long_texts
 from hfstream.tokens.tiktoken_bridge import NotConvertible, TiktokenBPE, build_tiktoken_bpe
 
 logger = logging.getLogger("hfstream.tokens.encoder")
@@ -70,6 +76,11 @@ SELF_CHECK_TEXTS: tuple[str, ...] = (
     "--------------------------------------------------------------------------------\n" * 3,
     "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝐛𝐨𝐥𝐝 ｶﾀｶﾅ 𐍈 𓀀 \U0001e030 \U00031350 ꟲ",
 )
+
+
+def _replace_surrogates(text: str) -> str:
+    """Lone surrogates replaced by U+FFFD (as tiktoken does; tokenizers rejects them)."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def usable_cpus() -> int:
@@ -191,7 +202,9 @@ class TextEncoder:
         self.eos_id = self._find_eos_id(eos_token)
         self.num_threads = num_threads or default_threads()
         self._bpe: TiktokenBPE | None = None
-        self.backend = self._choose_backend(backend, json.loads(config_json), check_texts or ())
+        config = json.loads(config_json)
+        self._cut_long = can_cut(config)  # long documents in pieces, same ids (hfstream.tokens.long_texts)
+        self.backend = self._choose_backend(backend, config, check_texts or ())
         logger.info("tokenizer %s: backend=%s vocab_size=%d eos_id=%s", self.fingerprint,
                     self.backend, self.vocab_size, self.eos_id)
 
@@ -222,6 +235,13 @@ class TextEncoder:
             raise ConfigError("encode_batch takes a list of texts, got a single str",
                               "use encode(text) for one text, or wrap it in a list")
         texts = list(texts)
+        cut = cut_long_texts(texts) if self._cut_long else None
+        if cut is None:
+            return self._start_encoding(texts, inline)
+        pieces, counts = cut
+        return JoinedJob(self._start_encoding(pieces, inline), counts)
+
+    def _start_encoding(self, texts: list[str], inline: bool) -> EncodeJob:
         if self._bpe is None:
             encode, spans = self._encode_tokenizers, [(0, len(texts))] if texts else []
         else:
@@ -242,7 +262,7 @@ class TextEncoder:
                                   "pass decoded document text (str) only") from exc
         # tokenizers rejects lone surrogates (e.g. from a JSON "\ud800"); tiktoken replaces
         # them with U+FFFD. Do the same here so both backends agree.
-        return encode([t.encode("utf-16", "surrogatepass").decode("utf-16", "replace") for t in texts])
+        return encode([_replace_surrogates(t) for t in texts])
 
     def encode(self, text: str) -> np.ndarray:
         """Encode one text into a uint32 array of token ids."""
@@ -263,7 +283,23 @@ class TextEncoder:
 
     def _encode_tiktoken(self, texts: Sequence[str]) -> list[np.ndarray]:
         assert self._bpe is not None
-        return list(map(self._bpe.encode, texts))  # the BPE runs without the GIL
+        try:
+            return list(map(self._bpe.encode, texts))  # the BPE runs without the GIL
+        except ValueError:  # the regex engine gave up on a text: see _encode_one_tiktoken
+            return [self._encode_one_tiktoken(text) for text in texts]
+
+    def _encode_one_tiktoken(self, text: str) -> np.ndarray:
+        assert self._bpe is not None
+        try:
+            return self._bpe.encode(text)
+        except ValueError as exc:
+            # tiktoken runs the pre-tokenizer regex on fancy-regex, whose backtracking stack
+            # overflows on a whitespace run of ~1M characters (`\s+(?!\S)` keeps a backtrack
+            # point per character). tokenizers (Oniguruma) has no such limit, and its ids are
+            # the ids by definition: this text is encoded by it, whole.
+            logger.debug("tiktoken gave up on a %d-character text (%s): encoding it with "
+                         "tokenizers", len(text), exc)
+            return self._encode_tokenizers([_replace_surrogates(text)])[0]
 
     # ---- construction helpers ---------------------------------------------------------------
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Sequence
+
+from hfstream.rundir import atomic_write_bytes
 
 
 def plot_training_curve(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
@@ -30,8 +33,8 @@ def plot_training_curve(records: Sequence[dict[str, Any]], path: str | Path, tit
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)
+    atomic_write_bytes(path, png.getvalue())  # a full disk is a DiskFullError, with no half file left
     return path

@@ -8,41 +8,21 @@ the caller drops the rest from the chunks. Parquet is read by row group in
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
-import lzma
+import json
+import re
 from typing import IO, Any, Callable, Iterator
 
 import orjson
 
 from hfstream.errors import DataFormatError
-from hfstream.source.resolve import compression_of
 from hfstream.source.spec import SourceSpec
-from hfstream.worker import remote
+from hfstream.worker.compressed import open_binary
+from hfstream.worker.failures import explained_reader
 
 Chunks = Iterator[list[Any]]
 _CHUNK_ROWS = 512
 _TEXT_CHUNK_CHARS = 4 << 20
-
-
-def open_binary(path: str) -> IO[bytes]:
-    """Open a possibly compressed local file or URL for binary reading (by its extension)."""
-    if remote.is_url(path):
-        return remote.open_sequential(path)
-    compression = compression_of(path)
-    if compression == "gz":
-        return gzip.open(path, "rb")
-    if compression == "bz2":
-        return bz2.open(path, "rb")
-    if compression == "xz":
-        return lzma.open(path, "rb")
-    if compression == "zst":
-        import zstandard
-
-        raw = open(path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-    return open(path, "rb")
 
 
 def read_json(path: str, spec: SourceSpec, skip: int) -> tuple[int, Chunks]:
@@ -81,12 +61,51 @@ def _parse_json_line(line: bytes, path: str, lineno: int, errors: str) -> dict:
             raise DataFormatError(f"{path}:{lineno}: invalid UTF-8 ({exc})",
                                   "re-encode the file as UTF-8, or pass encoding_errors='replace' "
                                   "(--encoding-errors replace) to substitute U+FFFD") from None
-        raise DataFormatError(f"{path}:{lineno}: malformed JSON line ({exc}): {line[:80]!r}",
-                              f"fix or delete line {lineno} (see it with: sed -n '{lineno}p' {path})") from None
+        if "surrogate in string" in str(exc):
+            record = _parse_lone_surrogates(line, path, lineno, errors)
+        else:
+            raise _malformed_json(exc, line, path, lineno) from None
     if not isinstance(record, dict):
         raise DataFormatError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}",
                               "each line must be an object like {\"text\": \"...\"}")
     return record
+
+
+def _malformed_json(exc: ValueError, line: bytes, path: str, lineno: int) -> DataFormatError:
+    return DataFormatError(f"{path}:{lineno}: malformed JSON line ({exc}): {line[:80]!r}",
+                           f"fix or delete line {lineno} (see it with: sed -n '{lineno}p' {path})")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _parse_lone_surrogates(line: bytes, path: str, lineno: int, errors: str) -> Any:
+    """A line whose strings hold a lone surrogate escape such as ``"\\ud800"``: valid JSON (which
+    orjson refuses), but no Unicode character. ``errors`` says what becomes of it, as for bad UTF-8:
+    replace -> U+FFFD, ignore -> dropped, strict -> an error that names the line."""
+    try:
+        record = json.loads(line)
+    except ValueError as exc:  # also malformed in another way
+        raise _malformed_json(exc, line, path, lineno) from None
+    if errors == "strict":
+        lone = _SURROGATE.search(json.dumps(record, ensure_ascii=False)).group()  # type: ignore[union-attr]
+        code = f"\\u{ord(lone):04x}"
+        raise DataFormatError(
+            f"{path}:{lineno}: a JSON string holds a lone surrogate escape ({code}): valid JSON, "
+            "but not a Unicode character",
+            "pass encoding_errors='replace' (--encoding-errors replace) to read it as U+FFFD, or "
+            f"'ignore' to drop it; or fix line {lineno} (see it with: sed -n '{lineno}p' {path})")
+    return _without_surrogates(record, "\ufffd" if errors == "replace" else "")
+
+
+def _without_surrogates(value: Any, replacement: str) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub(replacement, value)
+    if isinstance(value, dict):
+        return {_SURROGATE.sub(replacement, k): _without_surrogates(v, replacement) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_surrogates(v, replacement) for v in value]
+    return value
 
 
 def read_text(path: str, spec: SourceSpec, skip: int) -> tuple[int, Chunks]:
@@ -97,11 +116,26 @@ def read_text(path: str, spec: SourceSpec, skip: int) -> tuple[int, Chunks]:
             try:
                 yield from _text_chunks(f, spec.sample_by)
             except UnicodeDecodeError as exc:
+                where = _first_invalid_utf8(path)
+                at = f"{path}:{where[0]}: invalid UTF-8 at byte {where[1]} of the line" if where else \
+                    f"{path}: invalid UTF-8"
                 raise DataFormatError(
-                    f"{path}: invalid UTF-8 near byte {exc.start} of a read block ({exc.reason})",
-                    "re-encode the file as UTF-8, or pass encoding_errors='replace'") from None
+                    f"{at} ({exc.reason})",
+                    "re-encode the file as UTF-8, or pass encoding_errors='replace' (--encoding-errors "
+                    "replace) to substitute U+FFFD") from None
 
     return 0, chunks()
+
+
+def _first_invalid_utf8(path: str) -> tuple[int, int] | None:
+    """(line, byte in the line), both from 1, of the first invalid UTF-8 in a file (read again)."""
+    with open_binary(path) as f:
+        for lineno, line in enumerate(f, 1):  # b"\n" never occurs inside a UTF-8 sequence
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return lineno, exc.start + 1
+    return None
 
 
 def _text_chunks(f: IO[str], sample_by: str) -> Chunks:
@@ -138,4 +172,7 @@ def missing_column(path: str, column: str, names: list[str]) -> DataFormatError:
 
 #: format -> fast reader of whole files; parquet is read by row group (``hfstream.worker.row_groups``),
 #: formats missing here go through datasets.
-READERS: dict[str, Callable[[str, SourceSpec, int], tuple[int, Chunks]]] = {"json": read_json, "text": read_text}
+#: A failure on a file (not readable, truncated, not compressed at all, ...) is raised as an error
+#: that says so.
+READERS: dict[str, Callable[[str, SourceSpec, int], tuple[int, Chunks]]] = {
+    "json": explained_reader(read_json), "text": explained_reader(read_text)}

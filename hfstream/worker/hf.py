@@ -11,6 +11,7 @@ from typing import Any
 
 from hfstream.errors import DataFormatError, DatasetNotFoundError
 from hfstream.source.spec import SourceSpec
+from hfstream.worker.failures import explained_datasets
 from hfstream.worker.remote import raise_if_server_trouble
 from hfstream.worker.rows import Chunks, ShardMode, _every_nth, epoch_file_order, shard_mode, skip_rows
 
@@ -37,13 +38,17 @@ def _load_local(files: list[str], fmt: str, spec: SourceSpec) -> Chunks:
         kwargs.update(encoding_errors=spec.encoding_errors)
     elif fmt == "csv" and all(f.endswith((".tsv", ".tsv.gz")) for f in files):
         kwargs.update(sep="\t")
-    try:
-        ds = datasets.load_dataset(fmt, data_files=files, split="train", streaming=True, **kwargs)
-    except FileNotFoundError as exc:
-        raise_if_server_trouble(files)
-        raise DatasetNotFoundError(f"cannot open {', '.join(files[:3])}: {exc}",
-                                   "check the path or URL (and, for a URL, that the server serves it)") from None
-    return _column_chunks(ds, spec.text_column, where=", ".join(files[:3]))
+
+    def chunks() -> Chunks:  # opening reads the first rows too: a bad file may fail here already
+        try:
+            ds = datasets.load_dataset(fmt, data_files=files, split="train", streaming=True, **kwargs)
+        except FileNotFoundError as exc:
+            raise_if_server_trouble(files)
+            raise DatasetNotFoundError(f"cannot open {', '.join(files[:3])}: {exc}",
+                                       "check the path or URL (and, for a URL, that the server serves it)") from None
+        yield from _column_chunks(ds, spec.text_column, where=", ".join(files[:3]))
+
+    return explained_datasets(chunks(), files)
 
 
 def hub_rows(spec: SourceSpec, epoch: int, start: int, forced_mode: str | None) -> Chunks:

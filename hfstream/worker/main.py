@@ -335,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
                          docs_per_message=args.docs_per_message, progress=Progress(args.progress_interval))
         return 0
     except HfStreamError as exc:
-        log.error("%s", exc)
+        # The parent raises this error itself (no need to log it twice), and logs these lines,
+        # the traceback behind it, at debug level (-v on the command line).
+        traceback.print_exception(exc, file=sys.stderr)
         emitter.send(protocol.error_message(exc))
         return 2
     except Exception as exc:  # noqa: BLE001 - anything else is reported, with its traceback

@@ -19,6 +19,7 @@ from hfstream.source.diskcache import cached_json
 from hfstream.source.faults import is_refused, is_transient
 from hfstream.source.spec import SourceSpec
 from hfstream.worker import remote
+from hfstream.worker.failures import explain_read_error
 from hfstream.worker.fast import missing_column
 from hfstream.worker.rows import Chunks, Piece
 
@@ -87,18 +88,39 @@ class RowGroupReader:
 
     def __init__(self, files: list[str], file_layouts: list[Layout], spec: SourceSpec, read_ahead: bool = True):
         self.files, self.layouts, self.column, self.read_ahead = files, file_layouts, spec.text_column, read_ahead
+        self.encoding_errors = spec.encoding_errors
 
     def __call__(self, pieces: list[Piece], offset: int) -> Chunks:
         tables = self._prefetched(pieces) if self.read_ahead else self._tables(pieces)
-        for table in tables:
-            values = table.column(0).to_pylist()
+        for piece, table in tables:
+            try:
+                values = table.column(0).to_pylist()
+            except UnicodeDecodeError:  # a writer that did not check its strings
+                values = self._decoded(table.column(0), piece)
             if offset:
                 values, offset = values[offset:], 0
             if values:
                 yield values
 
-    def _tables(self, pieces: list[Piece]) -> Iterator[Any]:
-        """The text column of each piece, in order; one open file at a time."""
+    def _decoded(self, column: Any, piece: Piece) -> list[Any]:
+        """A string column whose bytes are not all UTF-8, decoded as ``encoding_errors`` says."""
+        import pyarrow as pa
+
+        first_row = sum(self.layouts[piece.file]["rows"][:piece.group])
+        strings = []
+        for i, value in enumerate(column.cast(pa.binary()).to_pylist()):  # raw bytes: no check on the way
+            try:
+                strings.append(value if value is None else value.decode("utf-8", self.encoding_errors))
+            except UnicodeDecodeError as exc:  # strict
+                raise DataFormatError(
+                    f"{self.files[piece.file]}: row {first_row + i} of column {self.column!r} is not valid "
+                    f"UTF-8 ({exc.reason} at byte {exc.start}: {value[max(exc.start - 20, 0):exc.start + 4]!r})",
+                    "write the file again with valid UTF-8 strings, or pass encoding_errors='replace' "
+                    "(--encoding-errors replace) to substitute U+FFFD") from None
+        return strings
+
+    def _tables(self, pieces: list[Piece]) -> Iterator[tuple[Piece, Any]]:
+        """Each piece and its text column, in order; one open file at a time."""
         current: tuple[int, Any, Any] | None = None  # (file index, file object, ParquetFile)
         try:
             for piece in pieces:
@@ -106,7 +128,7 @@ class RowGroupReader:
                     _close(current)
                     current = None
                     current = (piece.file, *self._open(piece.file))
-                yield self._read(current[2], piece)
+                yield piece, self._read(current[2], piece)
         finally:
             _close(current)
 
@@ -173,6 +195,10 @@ def _close(current: tuple[int, Any, Any] | None) -> None:
 def raise_classified(exc: BaseException, path: str, group: int | None = None) -> NoReturn:
     """Re-raise network and credential errors as they are (the worker retries or reports them);
     anything else is corrupt data, named."""
+    local = not remote.is_url(path)
+    explained = explain_read_error(exc, path) if local else None  # not readable by this user, ...
+    if explained is not None:
+        raise explained from exc
     if isinstance(exc, DataFormatError) or is_transient(exc) or is_refused(exc):
         raise exc
     where = f"row group {group} of " if group is not None else ""
