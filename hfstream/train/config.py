@@ -98,6 +98,7 @@ class ModelConfig:
     dropout: float = 0.0
     bias: bool = False
     vocab_size: int | None = None         # None: the tokenizer's, rounded up to a multiple of 64
+    doc_mask: bool = False                # built-in GPT: attend within documents only
 
 
 @dataclass
