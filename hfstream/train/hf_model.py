@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from hfstream.errors import ConfigError, OfflineError
 from hfstream.train import extras
-from hfstream.train.config import ModelConfig
+from hfstream.train.config import ModelConfig, example_configs_dir
 from hfstream.train.model import CausalLM
 from hfstream.source.hub import check_hub_reachable
 
@@ -148,10 +148,22 @@ def model_directory(m: ModelConfig) -> Path | None:
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-def _load(cls: Any, name: str, key: str, **kwargs: Any) -> Any:
-    """``cls.from_pretrained(name)``: a local file or directory, or a hub id (cache first, then the hub)."""
+def _local_path(name: str) -> Path | None:
+    """``name`` as a local path; ``configs/...`` also finds the example configs shipped with
+    hfstream (``configs/llama-tiny/config.json`` from any directory, as ``--config llama-tiny``)."""
     path = Path(name).expanduser()
     if path.exists():
+        return path
+    shipped = example_configs_dir()
+    if shipped is not None and path.parts[:1] == ("configs",) and shipped.joinpath(*path.parts[1:]).exists():
+        return shipped.joinpath(*path.parts[1:])
+    return None
+
+
+def _load(cls: Any, name: str, key: str, **kwargs: Any) -> Any:
+    """``cls.from_pretrained(name)``: a local file or directory, or a hub id (cache first, then the hub)."""
+    path = _local_path(name)
+    if path is not None:
         return _from_pretrained(cls, str(path), key, **kwargs)
     if not _HUB_ID.match(name) or name.endswith(".json"):
         raise ConfigError(f"{key}: {name!r} does not exist",
