@@ -1,4 +1,4 @@
-"""Train a transformers causal LM with ``transformers.Trainer`` on an hfstream stream: ``run_clm.py --streaming``, switched.
+"""Train a transformers causal LM with ``transformers.Trainer`` on an hfstream stream (run_clm --streaming, switched).
 
     pip install "hfstream[hf]"
     train-streaming --config configs/tiny.yaml --max_steps 1          # or any tokenizer.json

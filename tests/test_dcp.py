@@ -1,4 +1,4 @@
-"""DCP-ready state: the loader and a training state saved and restored through torch.distributed.checkpoint, 2 gloo ranks."""
+"""DCP-ready state: the loader and a training state through torch.distributed.checkpoint, 2 gloo ranks."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""Outputs that load elsewhere: the built-in GPT as a transformers GPT-2 with the same logits, runs exported as HF directories."""
+"""Outputs that load elsewhere: the GPT as a transformers GPT-2 with the same logits; runs as HF directories."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""transformers causal LMs in train-streaming: from a config.json (from scratch) or a local model directory, resume, DDP, errors."""
+"""transformers causal LMs in train-streaming: from a config.json or a local directory; resume, DDP, errors."""
 
 import json
 import os
@@ -142,3 +142,15 @@ def test_bad_model_settings(run_config, llama_config, capsys, overrides, message
     overrides = [o.replace("{llama}", str(llama_config)) for o in overrides]
     assert main(["--config", str(config), "-q", *overrides]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_llama_tiny_example_config_runs_from_any_directory(tmp_path, tokenizer_path, monkeypatch, capsys):
+    """configs/llama-tiny.yaml as shipped (its config_name found from elsewhere), for a few steps."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["--config", "llama-tiny", "--output", str(tmp_path / "llama"), "--tokenizer", str(tokenizer_path),
+                 "-q", "--max_steps", "2", "eval_batches=1", "sample.max_new_tokens=4"]) == 0
+    out = capsys.readouterr()
+    assert "model: LlamaForCausalLM from configs/llama-tiny/config.json (from scratch)" in out.err
+    assert "done: 2 steps" in out.out
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "llama" / "hf")
+    assert model.config.num_hidden_layers == 4 and model.config.num_key_value_heads == 2

@@ -127,6 +127,10 @@ def test_report_to_none_and_missing_libraries(config, monkeypatch, capsys):
     path, out = config
     assert main(["--config", str(path), "--print-config", "--report_to", "tensorboard,wandb"]) == 0
     assert "report_to:\n  - tensorboard\n  - wandb" in capsys.readouterr().out
+    # nargs="+": an override written after the names is still an override
+    assert main(["--config", str(path), "--print-config", "--report_to", "tensorboard", "model.n_layer=3"]) == 0
+    printed = capsys.readouterr().out
+    assert "report_to:\n  - tensorboard\n" in printed and "n_layer: 3" in printed
     monkeypatch.setitem(sys.modules, "wandb", None)               # as if not installed
     assert main(["--config", str(path), "-q", "--report_to", "wandb"]) == 2
     err = capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""``hfstream export``: a run's checkpoint as a Hugging Face model directory (model + tokenizer), loadable with transformers.
+"""``hfstream export``: a run's checkpoint as a Hugging Face model directory (model + tokenizer).
 
 Usage::
 

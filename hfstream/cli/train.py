@@ -122,7 +122,8 @@ def resolve_config(args: argparse.Namespace) -> Any:
                               "each rank reads shard RANK of WORLD_SIZE; run under torchrun "
                               "--nproc_per_node=N for several")
     overrides: dict[str, Any] = {}
-    for item in args.overrides:
+    # --report_to takes one or more names (nargs="+"): key=value overrides written after it are overrides
+    for item in args.overrides + [v for v in given.get("report_to", []) if "=" in v]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"cannot read the override {item!r}",
@@ -136,7 +137,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
             if dest == "data_files" and isinstance(value, list) and len(value) == 1:
                 value = value[0]
             if dest == "report_to":  # --report_to tensorboard wandb, or tensorboard,wandb
-                value = [name for item in value for name in item.split(",") if name]
+                value = [name for item in value if "=" not in item for name in item.split(",") if name]
             overrides[key] = value
     path = args.config
     if path is None and args.resume:

@@ -1,4 +1,4 @@
-"""The loader in a torch.distributed.checkpoint (DCP) checkpoint: each rank's state under its own key, as torchtitan keeps its dataloader.
+"""The loader in a torch.distributed.checkpoint (DCP) checkpoint: each rank's state under its own key.
 
 :class:`~hfstream.loader.loader.StreamingTextDataLoader` is a ``Stateful`` already
 (``state_dict()`` / ``load_state_dict()``), so ``torch.save`` takes its state as it is. DCP

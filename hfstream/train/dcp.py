@@ -1,4 +1,4 @@
-"""A training state as one torch.distributed.checkpoint ``Stateful``: model, optimizer, step, and each rank's loader and random state.
+"""A training state as one torch.distributed.checkpoint Stateful: model, optimizer, step, per-rank loader and RNG.
 
 What ``checkpoint.pt`` holds for train-streaming, shaped for DCP (torchtitan's checkpoint
 layout): model and optimizer states keyed by parameter name (``torch.distributed.checkpoint.

@@ -31,7 +31,7 @@ from hfstream.errors import ConfigError, StateError
 from hfstream.tokens.encoder import TextEncoder
 from hfstream.tokens.tokenizer_trainer import tokenizer_from_json
 from hfstream.train import extras
-from hfstream.train.checkpoint import find_checkpoint, load_checkpoint
+from hfstream.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from hfstream.train.hf_model import HFCausalLM
 from hfstream.train.model import GPT, CausalLM
 from hfstream.train.models import model_from_checkpoint
@@ -49,7 +49,12 @@ def export_run(run: str | Path, out: str | Path, overwrite: bool = False) -> Pat
         StateError: the run's tokenizer.json is missing or not the one the checkpoint was trained with.
     """
     extras.require("transformers", WHAT)
-    path = find_checkpoint(run, Path(run))
+    where = Path(run).expanduser()
+    path = where / CHECKPOINT_NAME if where.is_dir() else where
+    if not path.is_file():
+        raise ConfigError(f"no checkpoint to export at {str(path)!r}",
+                          "pass a run directory written by train-streaming (it holds checkpoint.pt), "
+                          "or a checkpoint.pt")
     ckpt = load_checkpoint(path)
     tokenizer = path.parent / "tokenizer.json"
     if not tokenizer.is_file():

@@ -1,4 +1,4 @@
-"""Hugging Face causal LMs in the trainer: any transformers ``AutoModelForCausalLM`` behind the built-in GPT's interface.
+"""Hugging Face causal LMs in the trainer: any transformers ``AutoModelForCausalLM`` behind the GPT's interface.
 
     model_config, model = build_transformers_model(config.model, tokenizer_vocab=1024, eos_id=0)
     logits, loss = model(inputs, targets)      # (B, T) -> (B, T, V), scalar: the loop's call

@@ -1,14 +1,10 @@
-"""Experiment trackers (``train.report_to``: TensorBoard, Weights & Biases): what metrics.jsonl gets, sent there too.
+"""Experiment trackers (``train.report_to``: TensorBoard, Weights & Biases): what metrics.jsonl gets, there too.
 
 The run calls :class:`Trackers` where it writes ``metrics.jsonl`` and ``samples.jsonl``, on
-rank 0 only; ``metrics.jsonl`` stays the record of the run. Names follow HF Trainer's:
-
-| metrics.jsonl | tracker |
-|---|---|
-| ``loss``, ``lr``, ``tokens``, ``tokens_per_s``, ``data_wait_pct`` | ``train/loss``, ``train/learning_rate``, ``train/tokens``, ``train/tokens_per_s``, ``train/data_wait_pct`` |
-| ``eval_loss``, ``eval_ppl`` | ``eval/loss``, ``eval/perplexity`` |
-| ``stream_shares`` (a mixture) | ``stream_shares/LABEL`` |
-| samples.jsonl | TensorBoard text ``samples/N``; a W&B table ``samples`` |
+rank 0 only; ``metrics.jsonl`` stays the record of the run. Names follow HF Trainer's
+(:data:`NAMES`): ``loss`` -> ``train/loss``, ``lr`` -> ``train/learning_rate``, ...,
+``eval_loss`` -> ``eval/loss``, a mixture's ``stream_shares`` -> ``stream_shares/LABEL``; the
+samples go to TensorBoard as text (``samples/N``) and to W&B as a table (``samples``).
 
 TensorBoard writes ``OUTPUT/tensorboard/``; W&B runs in ``OUTPUT/wandb/`` under the project
 ``$WANDB_PROJECT`` (default ``hfstream``), named after the output directory; a resumed run
@@ -81,7 +77,8 @@ class WandB:
     def __init__(self, output: Path, config: Config, resumed_at: int | None):
         self.wandb = extras.require("wandb", "--report_to wandb (train.report_to)")
         id_file = output / "wandb_run_id"
-        run_id = id_file.read_text().strip() if resumed_at is not None and id_file.is_file() else uuid.uuid4().hex[:12]
+        resuming = resumed_at is not None and id_file.is_file()
+        run_id = id_file.read_text().strip() if resuming else uuid.uuid4().hex[:12]
         atomic_write_text(id_file, run_id + "\n")
         self.run = self.wandb.init(project=os.environ.get("WANDB_PROJECT", "hfstream"), name=output.name,
                                    id=run_id, resume="allow", dir=str(output), config=config_to_dict(config))
