@@ -90,3 +90,61 @@ def test_bad_inputs():
     model = GPT(ModelConfig(n_layer=1, n_head=1, n_embd=8, seq_len=4, vocab_size=10))
     with pytest.raises(ConfigError, match="longer than model.seq_len=4"):
         model(torch.zeros((1, 5), dtype=torch.long))
+
+
+# -- document-masked attention (model.doc_mask) -------------------------------------------------
+
+def test_document_layout_restarts_positions_and_blocks_attention_between_documents():
+    from hfstream.train.model import document_layout
+
+    positions = torch.tensor([[7, 8, 0, 1, 2, 0]])           # the row starts inside a document
+    pos, mask = document_layout(positions)
+    assert pos.tolist() == [[0, 1, 0, 1, 2, 0]]
+    assert mask.shape == (1, 1, 6, 6)
+    assert mask[0, 0].int().tolist() == [[1, 0, 0, 0, 0, 0],
+                                         [1, 1, 0, 0, 0, 0],
+                                         [0, 0, 1, 0, 0, 0],
+                                         [0, 0, 1, 1, 0, 0],
+                                         [0, 0, 1, 1, 1, 0],
+                                         [0, 0, 0, 0, 0, 1]]
+
+
+def test_a_tokens_logits_do_not_change_when_the_previous_document_in_its_row_changes():
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, seq_len=T, vocab_size=V, doc_mask=True)).eval()
+    # row: document A (positions 0..5, its EOS included), then document B (0..9)
+    positions = torch.cat([torch.arange(6), torch.arange(10)])[None]
+    row = torch.randint(1, V, (1, T))
+    other = row.clone()
+    other[0, :6] = torch.randint(1, V, (6,))                 # another previous document, same length
+    a, _ = model(row, row, positions)
+    b, _ = model(other, other, positions)
+    torch.testing.assert_close(a[:, 6:], b[:, 6:], rtol=0, atol=1e-6)   # B's tokens do not see A
+    assert not torch.allclose(a[:, :6], b[:, :6])
+    plain, _ = model(row, row)                               # without positions: attends across
+    assert not torch.allclose(plain[:, 6:], a[:, 6:])
+    # B scored alone, from its own start: the same logits (positions restart at each document)
+    alone, _ = model(row[:, 6:], row[:, 6:])
+    torch.testing.assert_close(alone, a[:, 6:], rtol=1e-5, atol=1e-5)
+
+
+def test_a_row_without_document_boundaries_is_plain_causal_attention(model):
+    model.eval()
+    idx = torch.randint(0, V, (2, T))
+    inside = torch.arange(100, 100 + T).repeat(2, 1)         # one long document, mid-way
+    torch.testing.assert_close(model(idx, idx, inside)[0], model(idx, idx)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_evaluation_positions_match_the_packers():
+    import numpy as np
+
+    from hfstream.loader.packing import TokenPacker
+    from hfstream.train.evaluate import document_positions
+    from hfstream.train.model import document_layout
+
+    packer = TokenPacker(3, 7, eos_id=0, with_positions=True)
+    rng = np.random.default_rng(0)
+    packer.add_many([rng.integers(1, 50, n) for n in (3, 11, 1, 5, 9, 2, 4)])
+    rows, positions = packer.pop()                           # (B, T+1) each
+    trained, _ = document_layout(torch.from_numpy(positions[:, :-1]))
+    assert document_positions(rows, eos_id=0)[:, :-1].tolist() == trained.tolist()

@@ -379,3 +379,46 @@ def test_a_full_disk_at_a_checkpoint_is_one_error_and_the_last_checkpoint_resume
     filler.unlink()                                         # space again: the run continues from step 6
     assert main(["--resume", *flags, "--max_steps", "8"]) == 0
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 8
+
+
+def test_doc_mask_trains_within_documents_and_is_part_of_the_model_section(make_config, capsys):
+    config, plain = make_config("plain")
+    assert main(["--config", str(config), "-q", "--max_steps", "2", "sample_steps=0"]) == 0
+    config, masked = make_config("masked")
+    assert main(["--config", str(config), "-q", "--max_steps", "2", "sample_steps=0", "model.doc_mask=true"]) == 0
+    assert "document-masked attention" in capsys.readouterr().err
+    evals = [{r["step"]: r["eval_loss"] for r in read_metrics(run / "metrics.jsonl") if "eval_loss" in r}
+             for run in (plain, masked)]
+    # the same initial weights and batches: the losses differ only by where attention may look
+    assert evals[0][0] != evals[1][0] and losses(plain)[1] != losses(masked)[1]
+    assert load_checkpoint(masked / "checkpoint.pt")["model_config"]["doc_mask"] is True
+    assert main(["--resume", str(masked), "-q", "--max_steps", "3", "model.doc_mask=false"]) == 2
+    assert "doc_mask: saved True, now False" in capsys.readouterr().err
+
+
+def test_the_plan_asks_the_loader_for_positions_when_doc_mask_is_on(make_config):
+    from hfstream.train import plan
+    from hfstream.train.config import load_config
+    from hfstream.train.distributed import Ranks
+
+    config, _ = make_config()
+    for doc_mask in (False, True):
+        c = load_config(config, {"model.doc_mask": doc_mask})
+        encoder = TextEncoder(c.tokenizer.path)
+        with plan.make_loader(c, Ranks(), encoder, [], torch.device("cpu")) as loader:
+            batch = next(loader)
+            assert (batch.positions is not None) == doc_mask
+            if doc_mask:
+                assert batch.positions.shape == batch.inputs.shape
+        loader.source.close()
+
+
+def test_a_checkpoint_from_before_the_new_model_keys_still_resumes():
+    import dataclasses
+
+    from hfstream.train.checkpoint import MODEL_KEYS_ADDED, check_matches
+    from hfstream.train.config import ModelConfig
+
+    now = dataclasses.asdict(ModelConfig(vocab_size=640))
+    older = {"model_config": {k: v for k, v in now.items() if k not in MODEL_KEYS_ADDED}}
+    check_matches(older, "model_config", now)              # no error: the keys had their defaults then

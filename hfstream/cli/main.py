@@ -22,7 +22,7 @@ import time
 import orjson
 
 from hfstream.bench import BENCHMARKS
-from hfstream.cli import info, serve
+from hfstream.cli import export, info, serve
 from hfstream.cli.common import help_texts, run_main
 from hfstream.cli.options import add_mixture_args, add_source_args, open_source_from_args
 from hfstream.progress import progress_bar
@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve.register(sub)
     info.register(sub)
+    export.register(sub)
 
     bench = sub.add_parser("bench", help=f"run a benchmark program: {', '.join(sorted(BENCHMARKS))}",
                            description="Run a benchmark program; each prints figures and ratios measured "

@@ -1,10 +1,11 @@
-"""The ``train-streaming`` command: train a GPT (and, if needed, its tokenizer) from a stream.
+"""The ``train-streaming`` command: train a GPT or a transformers model (and, if needed, its tokenizer) from a stream.
 
 Usage::
 
     train-streaming --config configs/tiny.yaml                      # built-in corpus, CPU, ~2 min
     train-streaming --config configs/tiny.yaml --max_steps 50 model.n_layer=2 --output runs/t2
     train-streaming --resume --output runs/tiny                     # continue a run exactly
+    train-streaming --config configs/llama-tiny.yaml --report_to tensorboard   # a transformers Llama
     train-streaming --config configs/gpt2-small.yaml --dataset_name HuggingFaceFW/fineweb \\
         --dataset_config_name sample-10BT --output_dir runs/gpt2
     torchrun --nproc_per_node=8 -m hfstream.cli.train --config configs/gpt-1b.yaml
@@ -45,6 +46,9 @@ TRAIN_FLAG_KEYS = {
     "warmup_steps": "optim.warmup_steps",
     "seed": "train.seed",
     "device": "train.device",
+    "model_name_or_path": "model.name_or_path",
+    "config_name": "model.config_name",
+    "report_to": "train.report_to",
 }
 FLAG_KEYS = {**TRAIN_FLAG_KEYS, **{key: f"data.{key}" for key in data_source_keys()}}
 
@@ -89,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval_steps", "--eval-steps", type=int, default=s, help="[train.eval_steps]")
     g.add_argument("--save_steps", "--save-steps", type=int, default=s, help="[train.save_steps]")
     g.add_argument("--device", default=s, choices=["auto", "cuda", "mps", "cpu"], help="[train.device]")
+    g.add_argument("--model_name_or_path", "--model-name-or-path", default=s, metavar="DIR_OR_HUB_ID",
+                   help="train a transformers causal LM's weights further: a save_pretrained directory or a "
+                        "hub id [model.name_or_path]; needs hfstream[hf]")
+    g.add_argument("--config_name", "--config-name", default=s, metavar="CONFIG_JSON",
+                   help="train a transformers architecture from scratch: a config.json or its directory "
+                        "[model.config_name]; needs hfstream[hf]")
+    g.add_argument("--report_to", "--report-to", nargs="+", default=s, metavar="TRACKER",
+                   help="none, tensorboard, wandb (several allowed) [train.report_to]; metrics.jsonl is "
+                        "always written; needs hfstream[tensorboard] / hfstream[wandb]")
     r = parser.add_argument_group("run")
     r.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
                    help="continue from OUTPUT/checkpoint.pt, or from PATH (a checkpoint or a run "
@@ -109,7 +122,8 @@ def resolve_config(args: argparse.Namespace) -> Any:
                               "each rank reads shard RANK of WORLD_SIZE; run under torchrun "
                               "--nproc_per_node=N for several")
     overrides: dict[str, Any] = {}
-    for item in args.overrides:
+    # --report_to takes one or more names (nargs="+"): key=value overrides written after it are overrides
+    for item in args.overrides + [v for v in given.get("report_to", []) if "=" in v]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"cannot read the override {item!r}",
@@ -122,6 +136,8 @@ def resolve_config(args: argparse.Namespace) -> Any:
                 value = None  # the shared source flags use 0 for "forever"
             if dest == "data_files" and isinstance(value, list) and len(value) == 1:
                 value = value[0]
+            if dest == "report_to":  # --report_to tensorboard wandb, or tensorboard,wandb
+                value = [name for item in value if "=" not in item for name in item.split(",") if name]
             overrides[key] = value
     path = args.config
     if path is None and args.resume:

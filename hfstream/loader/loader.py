@@ -169,7 +169,9 @@ class StreamingTextDataLoader:
         """The exact state after the last batch returned: restoring it reproduces what follows.
 
         Batches already prepared ahead of the consumer are part of the state (as token rows),
-        so the producer never has to be rewound.
+        so the producer never has to be rewound. With ``load_state_dict`` this makes the loader
+        a ``torch.distributed.checkpoint.stateful.Stateful``; in a DCP checkpoint, hold it as
+        ``hfstream.loader.dcp.RankedState(loader)`` (each rank's state under its own key).
         """
         return {"version": STATE_VERSION, "fingerprint": self.fingerprint(), **self.producer.state_dict(),
                 "batches": self._batches_before + self._batches}

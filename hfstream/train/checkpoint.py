@@ -18,11 +18,14 @@ from typing import Any
 import torch
 
 from hfstream.errors import ConfigError, StateError
-from hfstream.rundir import atomic_write_bytes
+from hfstream.rundir import atomic_write_bytes, ensure_writable_dir
+from hfstream.train.distributed import Ranks
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "hfstream-train"
 VERSION = 1
+#: model keys added after version 1 was written, with the value older checkpoints implicitly had
+MODEL_KEYS_ADDED = {"doc_mask": False, "name_or_path": None, "config_name": None}
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -48,6 +51,28 @@ def find_checkpoint(resume: str | os.PathLike[str] | bool, output_dir: str | Pat
             "--resume takes a checkpoint file or a run directory holding checkpoint.pt (written "
             "every train.save_steps steps and on Ctrl+C); leave --resume out to start a new run")
     return path
+
+
+def open_checkpoint(resume: Any, overwrite: bool, output: Path, ddp: Ranks, max_steps: int) -> dict[str, Any] | None:
+    """The checkpoint a run continues (None for a fresh start), checked against this job.
+
+    Raises:
+        ConfigError: no checkpoint where ``--resume`` points; a fresh start in a directory that
+            already holds a run (without ``overwrite``); an output directory that cannot be written.
+        StateError: a corrupt checkpoint, or one written by another number of ranks.
+    """
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(find_checkpoint(resume, output))
+    elif (output / CHECKPOINT_NAME).exists() and not overwrite:
+        raise ConfigError(f"{str(output)!r} already holds a run (checkpoint.pt)",
+                          "pass --resume to continue it, --overwrite to start over in it, or "
+                          "choose another --output")
+    if ckpt is not None:
+        check_matches(ckpt, "world_size", ddp.world_size)
+    if ddp.is_main and (ckpt is None or ckpt["step"] < max_steps):
+        ensure_writable_dir(output)
+    return ckpt
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -87,6 +112,8 @@ def check_matches(ckpt: dict[str, Any], key: str, now: Any, output: Path | None 
     ``model_config``: what a resume must keep.
     """
     saved = ckpt[key]
+    if key == "model_config":
+        saved = {**MODEL_KEYS_ADDED, **saved}
     if saved == now:
         return
     if key == "world_size":

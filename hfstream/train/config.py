@@ -89,7 +89,8 @@ class TokenizerConfig:
 
 @dataclass
 class ModelConfig:
-    """The built-in GPT (:mod:`hfstream.model`)."""
+    """The model: the built-in GPT (:mod:`hfstream.train.model`), or a transformers causal LM
+    (:mod:`hfstream.train.hf_model`) when ``name_or_path`` or ``config_name`` is set."""
 
     n_layer: int = 6
     n_head: int = 6
@@ -98,6 +99,9 @@ class ModelConfig:
     dropout: float = 0.0
     bias: bool = False
     vocab_size: int | None = None         # None: the tokenizer's, rounded up to a multiple of 64
+    doc_mask: bool = False                # built-in GPT: attend within documents only
+    name_or_path: str | None = None       # transformers model (local directory or hub id): its weights
+    config_name: str | None = None        # transformers config.json (or its directory): from scratch
 
 
 @dataclass
@@ -134,6 +138,8 @@ class TrainConfig:
     deterministic: bool = False           # torch.use_deterministic_algorithms
     record_batches: bool = False          # write a hash of every batch to batches-rankR.jsonl
     plot: bool = True                     # training_curve.png
+    report_to: list[Literal["none", "tensorboard", "wandb"]] = field(default_factory=list)  # + metrics.jsonl
+    export: bool | None = None            # OUTPUT/hf/ at the end; None: when transformers is installed
 
 
 @dataclass
@@ -220,9 +226,21 @@ def validate(config: Config) -> None:
             and config.data.batching_method != "random":
         raise ConfigError(f"data.batching_method={config.data.batching_method!r} needs data.mix_by: tokens",
                           "batch composition is defined on training rows; mixing documents is random")
+    _validate_model_source(m)
     if not config.tokenizer.special_tokens:
         raise ConfigError("tokenizer.special_tokens is empty",
                           "keep at least the end-of-text token, e.g. ['<|endoftext|>']")
+
+
+def _validate_model_source(m: ModelConfig) -> None:
+    """A transformers model comes from one place, and document masking is the built-in GPT's."""
+    if m.name_or_path is not None and m.config_name is not None:
+        raise ConfigError("model.name_or_path and model.config_name are both set",
+                          "name_or_path trains a model's weights further; config_name trains its "
+                          "architecture from scratch: keep one")
+    if m.doc_mask and (m.name_or_path is not None or m.config_name is not None):
+        raise ConfigError("model.doc_mask applies to the built-in GPT, not to a transformers model",
+                          "drop model.doc_mask, or train the built-in GPT (no name_or_path / config_name)")
 
 
 SCHEMA = Schema(Config, validate, example="configs/tiny.yaml")

@@ -24,6 +24,7 @@ from hfstream.tokens.encoder import TextEncoder
 from hfstream.tokens.tokenizer_trainer import save_tokenizer, tokenizer_from_json, train_from_corpus
 from hfstream.train.config import Config, data_source_keys
 from hfstream.train.distributed import Ranks, broadcast_object
+from hfstream.train.hf_model import model_directory
 
 log = logging.getLogger("hfstream.train")
 
@@ -62,16 +63,29 @@ def read_heldout(config: Config) -> list[str]:
         return read_head(source, d.eval_docs)
 
 
+def tokenizer_path(config: Config) -> str | None:
+    """``tokenizer.path``; else, for a transformers model from a local directory, its tokenizer.json
+    (run_clm's default: the model's own tokenizer); else None (train one)."""
+    if config.tokenizer.path is not None:
+        return config.tokenizer.path
+    directory = model_directory(config.model)
+    if directory is not None and (directory / "tokenizer.json").is_file():
+        return str(directory)
+    return None
+
+
 def prepare_tokenizer(config: Config, ddp: Ranks, output: Path, heldout: list[str], resuming: bool) -> TextEncoder:
-    """The run's TextEncoder: ``tokenizer.path``, else the run's own, else one trained now.
+    """The run's TextEncoder: ``tokenizer.path`` (or the model directory's), else the run's own,
+    else one trained now.
 
     A trained tokenizer never sees the held-out documents and is saved as OUTPUT/tokenizer.json;
     rank 0 trains it and sends it to the other ranks.
     """
     tc = config.tokenizer
     own = output / "tokenizer.json"
-    if tc.path is not None:
-        source: Any = tc.path
+    given = tokenizer_path(config)
+    if given is not None:
+        source: Any = given
         if ddp.is_main and not resuming:
             encoder = TextEncoder(source, backend=tc.backend)
             save_tokenizer(encoder.tokenizer, output)  # the run directory is self-contained
@@ -120,9 +134,11 @@ def tokenizer_source(config: Config, num_heldout: int) -> DocumentSource:
 
 def make_loader(config: Config, ddp: Ranks, encoder: TextEncoder, heldout: list[str],
                 device: torch.device) -> StreamingTextDataLoader:
-    """This rank's StreamingTextDataLoader over shard ``rank`` of ``world_size``, held-out docs excluded."""
+    """This rank's StreamingTextDataLoader over shard ``rank`` of ``world_size``, held-out docs excluded
+    (with position ids when the model masks attention by document)."""
     d, t = config.data, config.train
-    common = {"prefetch": d.prefetch, "pin_memory": device.type == "cuda"}
+    # document-masked attention needs the packer's document boundaries (batch.positions)
+    common = {"prefetch": d.prefetch, "pin_memory": device.type == "cuda", "with_positions": config.model.doc_mask}
     if d.streams and d.mix_by == "tokens":  # one pipeline per stream; every row from one stream
         return StreamingTextDataLoader(
             d.streams, encoder, t.batch_size, config.model.seq_len, d.shuffle_buffer_size, seed=t.seed,

@@ -15,13 +15,13 @@ import torch.distributed as dist
 from hfstream.rundir import read_metrics
 from hfstream.train.config import Config, ModelConfig
 from hfstream.train.distributed import Ranks
-from hfstream.train.model import GPT
+from hfstream.train.model import CausalLM
 from hfstream.train.plotting import plot_training_curve
 
 log = logging.getLogger("hfstream.train")
 
 
-def describe_run(config: Config, ddp: Ranks, model_config: ModelConfig, model: GPT, encoder: Any,
+def describe_run(config: Config, ddp: Ranks, model_config: ModelConfig, model: CausalLM, encoder: Any,
                  tokens_per_step: int, num_heldout: int, device: torch.device,
                  dtype: torch.dtype) -> dict[str, Any]:
     """What this run does, for the log and run_info.json: global batch and data order included."""
@@ -45,9 +45,7 @@ def describe_run(config: Config, ddp: Ranks, model_config: ModelConfig, model: G
     epochs = "repeated forever" if d.epochs is None else f"{d.epochs} epoch(s)"
     files = f"file order shuffled per epoch, seed {t.seed}" if d.shuffle_files else "files in sorted order"
     info["lines"] = [
-        f"model: {model.num_params() / 1e6:,.2f}M parameters ({model_config.n_layer} layers, "
-        f"{model_config.n_head} heads, {model_config.n_embd} wide, vocab {model_config.vocab_size:,}) "
-        f"on {device} in {info['dtype']}",
+        f"model: {model.describe()} on {device} in {info['dtype']}",
         f"global batch: {t.batch_size} sequences x {model_config.seq_len} tokens x "
         f"{t.gradient_accumulation_steps} accumulation x {ddp.world_size} rank(s) = "
         f"{tokens_per_step:,} tokens/step; {t.max_steps:,} steps = {t.max_steps * tokens_per_step:,} tokens",
@@ -96,7 +94,7 @@ class Window:
 
 
 @torch.no_grad()
-def generate_samples(model: GPT, encoder: Any, config: Config, device: torch.device,
+def generate_samples(model: CausalLM, encoder: Any, config: Config, device: torch.device,
                      autocast: Any) -> list[str]:
     """One continuation per configured prompt; the same seed each time, so samples compare."""
     s = config.sample
@@ -117,7 +115,9 @@ def generate_samples(model: GPT, encoder: Any, config: Config, device: torch.dev
 def plot(output: Path, config: Config) -> None:
     """``training_curve.png`` from the run's ``metrics.jsonl``."""
     m = config.model
-    title = f"{config.data.dataset}: {m.n_layer} layers x {m.n_embd} (seq {m.seq_len})"
+    shape = (f"{m.n_layer} layers x {m.n_embd}" if m.name_or_path is None and m.config_name is None
+             else m.name_or_path or m.config_name)
+    title = f"{config.data.dataset}: {shape} (seq {m.seq_len})"
     plot_training_curve(read_metrics(output / "metrics.jsonl"), output / "training_curve.png", title)
 
 

@@ -1,9 +1,11 @@
-"""The training loop behind ``train-streaming``: a stream of documents into a GPT, one device or DDP.
+"""The training loop behind ``train-streaming``: a stream of documents into a language model, one device or DDP.
 
 It reads top to bottom like nanoGPT's ``train.py``: :class:`Run` sets up (device, checkpoint,
 the data plan of :mod:`hfstream.train.plan`, model and optimizer, logs), :meth:`Run.loop`
 takes the steps (log, evaluate, sample, save), :meth:`Run.finish` writes the final
-checkpoint, curve and summary; what is printed and written is :mod:`hfstream.train.report`'s.
+checkpoint, curve, summary and Hugging Face export; what is printed and written is
+:mod:`hfstream.train.report`'s and :mod:`hfstream.train.trackers`'. The model is the built-in
+GPT or a transformers causal LM (:mod:`hfstream.train.models`), behind one interface.
 
     from hfstream.train.config import load_config
     from hfstream.train.trainer import train
@@ -21,7 +23,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -30,27 +31,30 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from hfstream.errors import ConfigError, EmptyDatasetError
+from hfstream.errors import EmptyDatasetError
 from hfstream.progress import progress_bar
-from hfstream.rundir import MetricsLog, atomic_write_text, ensure_writable_dir
+from hfstream.rundir import MetricsLog, atomic_write_text
 from hfstream.source.heldout import heldout_fingerprint
-from hfstream.train import plan, report
-from hfstream.train.checkpoint import (CHECKPOINT_NAME, check_matches, completed_summary, find_checkpoint,
-                                       load_checkpoint, save_checkpoint)
+from hfstream.train import extras, plan, report
+from hfstream.train.checkpoint import (CHECKPOINT_NAME, check_matches, completed_summary, open_checkpoint,
+                                       save_checkpoint)
 from hfstream.train.config import Config, config_to_dict, config_to_yaml
 from hfstream.train.distributed import Ranks, agree, broadcast_object, gather_objects, init_distributed
-from hfstream.train.evaluate import evaluate, pack_rows
-from hfstream.train.model import GPT
+from hfstream.train.evaluate import document_positions, evaluate, pack_rows
+from hfstream.train.export import export_model
+from hfstream.train.hf_model import check_source
+from hfstream.train.models import build_model
 from hfstream.train.runtime import (GracefulStop, choose_device, choose_dtype, configure_backends, restore_rng,
                                     rng_state)
 from hfstream.train.schedule import learning_rate, schedule_state
+from hfstream.train.trackers import Trackers
 
 log = logging.getLogger("hfstream.train")
 
 
 def train(config: Config, *, resume: str | os.PathLike[str] | bool | None = None,
           overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train a GPT as ``config`` says; return the summary (also written to ``summary.json``).
+    """Train a model as ``config`` says; return the summary (also written to ``summary.json``).
 
     Args:
         resume: continue from a checkpoint: True for ``OUTPUT/checkpoint.pt``, or a path.
@@ -101,14 +105,18 @@ class Run:
         self.device = choose_device(t.device, ddp)
         self.dtype = choose_dtype(t.dtype, self.device)
         configure_backends(self.device, t.deterministic)
+        extras.check_config(config)  # the optional libraries and the model's source, before anything is written
+        check_source(config.model)
         self.output = Path(t.output_dir).expanduser()
-        ckpt = self._open_checkpoint(resume, overwrite)
-        self.complete = None if ckpt is None else self._already_complete(ckpt)
+        ckpt = open_checkpoint(resume, overwrite, self.output, ddp, t.max_steps)
+        # a run that already reached max_steps: its own summary, nothing is written
+        self.complete = None if ckpt is None else completed_summary(ckpt, self.output, t.max_steps)
         if self.complete is not None:
             return
         self._plan_data(ckpt)
         self._build_model(ckpt)
         self.loader = plan.make_loader(config, ddp, self.encoder, self.heldout, self.device)
+        self.metrics = self.samples_log = self.batch_log = self.trackers = None
         try:
             self._start_data(ckpt)
             self._open_logs(ckpt)
@@ -117,24 +125,6 @@ class Run:
             raise
 
     # -- setup --------------------------------------------------------------------------------
-    def _open_checkpoint(self, resume: Any, overwrite: bool) -> dict[str, Any] | None:
-        ckpt = None
-        if resume:
-            ckpt = load_checkpoint(find_checkpoint(resume, self.output))
-        elif (self.output / CHECKPOINT_NAME).exists() and not overwrite:
-            raise ConfigError(f"{str(self.output)!r} already holds a run (checkpoint.pt)",
-                              "pass --resume to continue it, --overwrite to start over in it, or "
-                              "choose another --output")
-        if ckpt is not None:
-            check_matches(ckpt, "world_size", self.ddp.world_size)
-        if self.ddp.is_main and (ckpt is None or ckpt["step"] < self.config.train.max_steps):
-            ensure_writable_dir(self.output)
-        return ckpt
-
-    def _already_complete(self, ckpt: dict[str, Any]) -> dict[str, Any] | None:
-        """The run's own summary when it already reached max_steps (nothing is written), else None."""
-        return completed_summary(ckpt, self.output, self.config.train.max_steps)
-
     def _plan_data(self, ckpt: dict[str, Any] | None) -> None:
         """The held-out slice and the tokenizer, checked against the checkpoint."""
         config, ddp, d = self.config, self.ddp, self.config.data
@@ -154,15 +144,11 @@ class Run:
     def _build_model(self, ckpt: dict[str, Any] | None) -> None:
         """Model, optimizer and grad scaler: initialized from the seed, or restored."""
         config, t, o = self.config, self.config.train, self.config.optim
-        vocab_size = config.model.vocab_size or 64 * math.ceil(self.encoder.vocab_size / 64)
-        if vocab_size < self.encoder.vocab_size:
-            raise ConfigError(f"model.vocab_size={vocab_size} is smaller than the tokenizer's "
-                              f"{self.encoder.vocab_size}", "leave model.vocab_size null to take the tokenizer's")
-        self.model_config = dataclasses.replace(config.model, vocab_size=vocab_size)
+        torch.manual_seed(t.seed)                      # the same initial weights on every rank
+        self.model_config, raw_model = build_model(config.model, self.encoder.vocab_size, self.encoder.eos_id)
         if ckpt is not None:
             check_matches(ckpt, "model_config", dataclasses.asdict(self.model_config))
-        torch.manual_seed(t.seed)                      # the same initial weights on every rank
-        self.raw_model = GPT(self.model_config).to(self.device)
+        self.raw_model = raw_model.to(self.device)
         self.optimizer = self.raw_model.configure_optimizer(o.learning_rate, o.weight_decay, (o.beta1, o.beta2),
                                                             o.eps, self.device.type)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
@@ -190,6 +176,9 @@ class Run:
         self.eval_rows = pack_rows(self.encoder.encode_batch(self.heldout), self.encoder.eos_id,
                                    self.model_config.seq_len, max_rows=t.eval_batches * t.batch_size
                                    )[ddp.rank::ddp.world_size]
+        # document-masked models are evaluated as they train: within the documents of each row
+        self.eval_positions = (document_positions(self.eval_rows, self.encoder.eos_id)
+                               if self.model_config.doc_mask else None)
         if ckpt is not None:
             self.loader.load_state_dict(ckpt["ranks"][ddp.rank]["loader"])
         self.loader.start()  # batches are prepared while the run sets up and evaluates step 0
@@ -205,7 +194,7 @@ class Run:
         config, t, ddp = self.config, self.config.train, self.ddp
         info = report.describe_run(config, ddp, self.model_config, self.raw_model, self.encoder,
                                    self.tokens_per_step, len(self.heldout), self.device, self.dtype)
-        self.metrics = self.samples_log = self.batch_log = None
+        self.trackers = Trackers(t.report_to if ddp.is_main else [], self.output, config, self.resumed_at)
         if ddp.is_main:
             atomic_write_text(self.output / "config.yaml", config_to_yaml(config))
             atomic_write_text(self.output / "run_info.json", json.dumps(info, indent=2) + "\n")
@@ -266,16 +255,15 @@ class Run:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=self.device)
-        for i, (inputs, targets) in enumerate(micro):
+        for i, batch in enumerate(micro):
             if self.batch_log is not None:
-                self.batch_log.write(report.batch_record(self.step + 1, i, inputs, targets))
-            inputs = inputs.to(self.device, non_blocking=True)
-            targets = targets.to(self.device, non_blocking=True)
+                self.batch_log.write(report.batch_record(self.step + 1, i, batch.inputs, batch.targets))
+            batch = batch.to(self.device)  # positions too: the loader gives them when model.doc_mask is set
             last = i == len(micro) - 1
             sync = contextlib.nullcontext() if last or not self.ddp.enabled else self.model.no_sync()
             with sync:
                 with self.autocast:
-                    _, loss = self.model(inputs, targets)
+                    _, loss = self.model(batch.inputs, batch.targets, batch.positions)
                 loss = loss / len(micro)
                 self.scaler.scale(loss).backward()
             loss_sum += loss.detach()
@@ -303,6 +291,7 @@ class Run:
         if not self.ddp.is_main:
             return
         self.metrics.write(record)
+        self.trackers.log(record)
         # The step the figures belong to: a log line may come after a few steps without a new window.
         self.bar.set_postfix_str(f"step {self.step}: loss {record['loss']:.3f} | {record['tokens_per_s']:,.0f} "
                                  f"tok/s | data wait {record['data_wait_pct']:.1f}%", refresh=False)
@@ -313,10 +302,12 @@ class Run:
     def run_eval(self) -> None:
         t = self.config.train
         self.eval_loss = evaluate(self.raw_model, self.eval_rows, t.batch_size, self.device, self.autocast,
-                                  self.ddp)
+                                  self.ddp, self.eval_positions)
         if self.eval_loss is not None and self.ddp.is_main:
             ppl = report.perplexity(self.eval_loss)
-            self.metrics.write({"step": self.step, "eval_loss": self.eval_loss, "eval_ppl": ppl})
+            record = {"step": self.step, "eval_loss": self.eval_loss, "eval_ppl": ppl}
+            self.metrics.write(record)
+            self.trackers.log(record)
             report.say(self.bar if self.step else None,
                        f"step {self.step}: eval loss {self.eval_loss:.4f}, perplexity {ppl:,.2f}")
             if t.plot:
@@ -330,6 +321,7 @@ class Run:
         for prompt, text in zip(prompts, texts):
             self.samples_log.write({"step": self.step, "prompt": prompt, "text": text})
             report.say(self.bar, f"--- sample at step {self.step} --- prompt: {prompt!r}\n{prompt}{text}")
+        self.trackers.log_samples(self.step, list(zip(prompts, texts)))
 
     def save(self) -> None:
         """Every rank's loader and random state, gathered; rank 0 writes the checkpoint."""
@@ -342,7 +334,8 @@ class Run:
             "step": self.step, "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(), "scheduler": schedule_state(o, t.max_steps, self.step),
             "ranks": ranks, "world_size": self.ddp.world_size, "config": config_to_dict(self.config),
-            "model_config": dataclasses.asdict(self.model_config), "heldout": self.heldout_id,
+            "model_config": dataclasses.asdict(self.model_config), "architecture": self.raw_model.architecture(),
+            "heldout": self.heldout_id,
             "tokenizer": {"fingerprint": self.encoder.fingerprint, "vocab_size": self.encoder.vocab_size},
             "tokens": self.tokens_seen, "train_s": self.train_s_before + self.train_s,
             "elapsed_s": self.elapsed_before + time.perf_counter() - self.started})
@@ -358,6 +351,9 @@ class Run:
             self.run_samples()
         if self.saved_at != self.step:
             self.save()
+        if finished_here and self.ddp.is_main and extras.export_wanted(self.config):
+            out = export_model(self.raw_model, self.encoder, self.output / "hf", overwrite=True)
+            report.say(None, f"Hugging Face model directory (transformers from_pretrained): {out}")
         if self.stopped_by is not None and self.ddp.is_main:
             report.say(None, f"stopped by {self.stopped_by} at step {self.step}: checkpoint written to "
                              f"{self.output / CHECKPOINT_NAME}; continue with --resume")
@@ -395,7 +391,7 @@ class Run:
             "checkpoint": str(self.output / CHECKPOINT_NAME)}
 
     def close(self) -> None:
-        for log_file in (self.metrics, self.samples_log, self.batch_log):
+        for log_file in (self.metrics, self.samples_log, self.batch_log, self.trackers):
             if log_file is not None:
                 log_file.close()
         self.loader.close()
