@@ -133,7 +133,7 @@ def state_figures(args: argparse.Namespace, after: int = 200) -> dict[str, Any]:
         next(iter(loader))
         restore = time.perf_counter() - t0
     return {"state_mb": round(size / 1e6, 2), "restore_s": round(restore, 3),
-            "buffer_docs_in_state": len(state["pipeline"]["buffer"]["items"])}
+            "buffer_docs_in_state": len(state["pipeline"]["buffer"]["refs"]) // 2}
 
 
 def run_hf_pipeline(args: argparse.Namespace) -> dict[str, Any]:
