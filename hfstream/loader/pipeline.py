@@ -38,7 +38,7 @@ PIECE_CHARS = 1 << 20         # a document longer than this is tokenized in piec
 TOKEN_BYTES = 4               # bytes per token id in the buffer's budget (uint32 arrays)
 ARRAY_OVERHEAD = 112          # bytes of a numpy array object besides its data (for the budget)
 LOOKAHEAD = 2                 # batches of texts handed to the tokenizer threads ahead of packing
-DEFAULT_WARMUP = 1000         # documents in the shuffle buffer before the first one leaves
+DEFAULT_WARMUP = 256          # documents in the shuffle buffer before the first one leaves (then it grows)
 
 
 def derive_seed(seed: int, key: object) -> int:

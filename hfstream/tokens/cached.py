@@ -119,9 +119,8 @@ class CachedCorpus(TokenDocuments):
 
     def _from_chunk(self, chunk: Chunk) -> Iterator[DocBatch]:
         epoch, row, delivered = self._state["epoch"], self._state["row"], self._state["delivered"]
-        if self._live is not None:
-            self.corpus.close()
-            self._live = None
+        self.corpus.close()  # its worker, if one is reading ahead (a no-op otherwise)
+        self._live = None
         limit = self.spec.max_samples
         if limit is not None and delivered >= limit:
             self._move(epoch, row, delivered, True)
