@@ -177,3 +177,17 @@ def test_sources_that_cannot_seek_keep_token_arrays_in_the_state(encoder):
         rows_of(loader, 3)
         state = loader.state_dict()
     assert state["pipeline"]["form"] == "tokens" and state["pipeline"]["buffer"]["items"]["data"]
+
+
+def test_cache_cli_shows_and_clears_the_cache(data, encoder, tmp_path, capsys):
+    from hfstream.cli.main import main
+
+    with make(data, encoder, tmp_path / "cache", epochs=1) as loader:
+        rows_of(loader)
+    assert main(["cache", "info", "--dir", str(tmp_path / "cache"), "--json"]) == 0
+    info = __import__("json").loads(capsys.readouterr().out)
+    assert info["chunks"] >= 1 and info["streams"][0]["dataset"] == data
+    assert main(["cache", "info", "--dir", str(tmp_path / "cache")]) == 0
+    assert "shard 0/1" in capsys.readouterr().out
+    assert main(["cache", "clear", "--dir", str(tmp_path / "cache")]) == 0
+    assert TokenCache(tmp_path / "cache").info()["chunks"] == 0

@@ -6,6 +6,7 @@ Usage::
     hfstream scan --dataset 'data/*.parquet' --epochs 2     # stream through, docs/s and MB/s
     hfstream serve --dataset builtin:python-docs            # serve it to EIR over WebSocket
     hfstream datasets                                       # list the built-in corpora
+    hfstream cache info|clear                               # the token cache (where, how big, clear it)
     hfstream bench corpus|loader|serve                      # the benchmarks (hfstream bench loader --help)
 
 ``-v`` (debug logging, the worker's output) works before or after the subcommand.
@@ -21,7 +22,7 @@ import time
 import orjson
 
 from hfstream.bench import BENCHMARKS
-from hfstream.cli import serve
+from hfstream.cli import cache, serve
 from hfstream.cli.common import run_main
 from hfstream.cli.options import add_mixture_args, add_source_args, open_source_from_args
 
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.set_defaults(func=cmd_datasets)
 
     serve.register(sub)
+    cache.register(sub)
 
     bench = sub.add_parser("bench", help=f"run a benchmark program: {', '.join(sorted(BENCHMARKS))}",
                            description="Run a benchmark program; each prints figures and ratios measured "
