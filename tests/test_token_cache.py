@@ -191,3 +191,33 @@ def test_cache_cli_shows_and_clears_the_cache(data, encoder, tmp_path, capsys):
     assert "shard 0/1" in capsys.readouterr().out
     assert main(["cache", "clear", "--dir", str(tmp_path / "cache")]) == 0
     assert TokenCache(tmp_path / "cache").info()["chunks"] == 0
+
+
+@pytest.mark.parametrize("options", [{"seed": 7, "epochs": 3}, {"max_samples": 150, "epochs": 3},
+                                     {"shard": 1, "num_shards": 2, "shard_by": "rows", "epochs": 4},
+                                     {"min_length": 40, "epochs": 3}])
+def test_cached_passes_keep_every_source_option(data, encoder, tmp_path, options):
+    with make(data, encoder, False, **options) as loader:
+        plain = rows_of(loader)
+    for _ in range(2):
+        with make(data, encoder, tmp_path / "cache", **options) as loader:
+            assert same(rows_of(loader), plain)
+    assert loader.pipeline.docs.num_cached_docs > 0
+
+
+def test_held_out_documents_stay_out_of_cached_passes(data, encoder, tmp_path):
+    from hfstream.source.corpus import HuggingFaceStreamingCorpus
+    from hfstream.source.heldout import ExcludingSource, read_head
+
+    with HuggingFaceStreamingCorpus(data) as corpus:
+        held = read_head(corpus, 20)
+    runs = []
+    for cache in (False, tmp_path / "cache", tmp_path / "cache"):
+        source = ExcludingSource(HuggingFaceStreamingCorpus(data, epochs=3, batch_size=32), held)
+        with StreamingTextDataLoader(source, encoder, B, T, shuffle_buffer_size=0, token_cache=cache) as loader:
+            runs.append(rows_of(loader))
+            cached = loader.pipeline.docs.inner.num_cached_docs if cache else 0
+        source.close()
+    assert same(runs[0], runs[1]) and same(runs[0], runs[2]) and cached > 0
+    text = encoder.decode(torch.cat(runs[2]).flatten().tolist())
+    assert not any(h in text for h in held if len(h) > 40)
