@@ -327,13 +327,20 @@ def _print_extra(extra: dict[str, Any]) -> None:
     rate = lambda r: r["tokens"] / r["seconds"]  # noqa: E731
     if "cache" in extra:
         c = extra["cache"]
-        print_table("token cache (a fresh cache directory; each pass a new loader, start-up included)",
-                    ["pass", "M tok/s", "vs pass 1", "first batch s", "docs from the cache"],
-                    [[name, f"{rate(c[key]) / 1e6:.2f}", f"{rate(c[key]) / rate(c['pass1']):.1f}x",
-                      f"{c[key]['first_batch_s']:.3f}", f"{c[key]['cached_docs']:,}"]
-                     for name, key in (("pass 1 (tokenizes, writes)", "pass1"), ("pass 2 (reads)", "pass2"))]
-                    + [["bare mmap read of the cache (ceiling)", f"{rate(c['mmap_ceiling']) / 1e6:.2f}",
-                        f"{rate(c['mmap_ceiling']) / rate(c['pass1']):.1f}x", "-", "-"]])
+        runs = [("cache off: every pass tokenizes", c["off"]), ("cold cache: pass 1 tokenizes and writes", c["cold"]),
+                ("warm cache: every pass reads (a new loader)", c["warm"])]
+        if c.get("litdata"):
+            runs.append((f"LitData {c['litdata']['version']}: StreamingDataset of its optimize output", c["litdata"]))
+        runs.append(("bare mmap read of the cache (ceiling)", c["mmap_ceiling"]))
+        print_table("token cache: the same passes, side by side (start-up included)",
+                    ["run", "M tok/s", "vs cache off", "steady M tok/s", "first batch s", "docs from the cache"],
+                    [[name, f"{rate(r) / 1e6:.2f}", f"{rate(r) / rate(c['off']):.1f}x",
+                      f"{r['steady_tokens_per_s'] / 1e6:.2f}" if r.get("steady_tokens_per_s") else "-",
+                      f"{r['first_batch_s']:.3f}" if r.get("first_batch_s") else "-",
+                      f"{r['cached_docs']:,}" if "cached_docs" in r else "-"] for name, r in runs])
+        if c.get("litdata"):
+            print(f"LitData's optimize (the conversion step, not in its M tok/s): {c['litdata']['optimize_s']:.2f} s; "
+                  f"hfstream warm cache vs LitData: {rate(c['warm']) / rate(c['litdata']):.2f}x")
     if "workers" in extra:
         w = extra["workers"]["runs"]
         rows = []

@@ -8,6 +8,7 @@ tokenizer load, worker start) is inside every timed span.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import tempfile
 import time
@@ -33,17 +34,21 @@ def timed_pass(args: argparse.Namespace, cache: Any, **options: Any) -> dict[str
         cached = loader.pipeline.docs.num_cached_docs if loader.pipeline is not None and \
             loader.pipeline.docs.seekable else 0
     seconds = time.perf_counter() - t0
-    return {"tokens": batches * args.batch_size * seq_len, "seconds": seconds, "first_batch_s": first,
+    tokens = batches * args.batch_size * seq_len
+    steady = (tokens - args.batch_size * seq_len) / (seconds - first) if first and batches > 1 else None
+    return {"tokens": tokens, "seconds": seconds, "first_batch_s": first, "steady_tokens_per_s": steady,
             "cached_docs": cached}
 
 
 def run_cache(args: argparse.Namespace) -> dict[str, Any]:
-    """Pass 1 (cold cache: tokenizes, writes) and pass 2 (a new loader: reads), side by side."""
+    """``args.epochs`` passes each: cache off (every pass tokenizes), a cold cache (the first pass
+    tokenizes and writes, the later ones read) and a warm one (a new loader: every pass reads)."""
     with tempfile.TemporaryDirectory() as directory:
+        off = timed_pass(args, False)
         cold = timed_pass(args, directory)
         warm = timed_pass(args, directory)
         ceiling = mmap_ceiling(Path(directory), args.batch_size, args.seq_len, args.epochs)
-    return {"pass1": cold, "pass2": warm, "mmap_ceiling": ceiling}
+    return {"off": off, "cold": cold, "warm": warm, "mmap_ceiling": ceiling, **run_litdata(args)}
 
 
 def mmap_ceiling(directory: Path, batch_size: int, seq_len: int, epochs: int) -> dict[str, Any]:
@@ -61,6 +66,53 @@ def mmap_ceiling(directory: Path, batch_size: int, seq_len: int, epochs: int) ->
                 batch = ids[start:start + row].astype(np.int64).reshape(batch_size, seq_len + 1)
                 tokens += batch[:, :-1].size
     return {"tokens": tokens, "seconds": time.perf_counter() - t0}
+
+
+def run_litdata(args: argparse.Namespace) -> dict[str, Any]:
+    """LitData streaming its own ``optimize`` output (the same documents tokenized with the same
+    ids, EOS after each, ``TokensLoader`` blocks of T+1, shuffled), ``args.epochs`` passes; the
+    ``optimize`` conversion timed apart. Skipped when litdata is not installed (never a dependency)."""
+    try:
+        import litdata
+    except ImportError:
+        return {"litdata": None}
+    from hfstream.source.corpus import HuggingFaceStreamingCorpus
+
+    with HuggingFaceStreamingCorpus(args.dataset) as corpus:
+        texts = [t for batch in corpus.stream_batches() for t in batch]
+    groups = [texts[i:i + 256] for i in range(0, len(texts), 256)]
+    with tempfile.TemporaryDirectory() as directory:
+        t0 = time.perf_counter()
+        litdata.optimize(fn=functools.partial(litdata_tokenize, args.tokenizer), inputs=groups, output_dir=directory, chunk_bytes="64MB",
+                         item_loader=litdata.TokensLoader(), num_workers=1, mode="overwrite")
+        convert = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        dataset = litdata.StreamingDataset(directory, item_loader=litdata.TokensLoader(block_size=args.seq_len + 1),
+                                           shuffle=True, drop_last=True, seed=0)
+        loader = litdata.StreamingDataLoader(dataset, batch_size=args.batch_size, num_workers=0, drop_last=True)
+        first, tokens = None, 0
+        for _ in range(args.epochs):
+            for rows in loader:
+                inputs, targets = rows[:, :-1], rows[:, 1:]  # (B, T+1) -> 2 x (B, T)
+                tokens += inputs.numel()
+                if first is None:
+                    first = time.perf_counter() - t0
+    return {"litdata": {"tokens": tokens, "seconds": time.perf_counter() - t0, "first_batch_s": first,
+                        "optimize_s": convert, "version": litdata.__version__}}
+
+
+def litdata_tokenize(tokenizer: str, group: list[str]) -> Any:
+    """LitData's ``optimize`` function (module level: its workers are spawned): ids + EOS per document."""
+    import torch
+
+    from hfstream.tokens.encoder import TextEncoder
+
+    encoder = _ENCODERS.get(tokenizer) or _ENCODERS.setdefault(tokenizer, TextEncoder(tokenizer))
+    for ids in encoder.encode_batch(group):
+        yield torch.from_numpy(np.append(ids, encoder.eos_id).astype(np.int32))
+
+
+_ENCODERS: dict[str, Any] = {}
 
 
 def run_workers(args: argparse.Namespace) -> dict[str, Any]:

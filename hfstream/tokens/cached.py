@@ -130,8 +130,9 @@ class CachedCorpus(TokenDocuments):
             j = min(i + DOCS_PER_BATCH, n)
             if limit is not None:
                 j = min(j, i + limit - delivered)
-            tokens = [chunk.doc(k) for k in range(i, j)]
-            refs = [(epoch, int(r)) for r in chunk.rows[i:j]]
+            ids, offsets = chunk.tokens, chunk.offsets[i:j + 1].tolist()
+            tokens = [ids[a:b] for a, b in zip(offsets, offsets[1:])]
+            refs = [(epoch, r) for r in chunk.rows[i:j].tolist()]
             delivered += j - i
             end = chunk.name.row_end if j == n else int(chunk.rows[j - 1]) + 1
             self._move(epoch, end, delivered, limit is not None and delivered >= limit)
