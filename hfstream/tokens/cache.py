@@ -133,10 +133,11 @@ class TokenCache:
 
         ``max_age_s``: how old a listing of the directory may be (chunks others wrote since are missed).
         """
-        names = self._names(key, max_age_s)
+        names = self.names(key, max_age_s)
         return max((n for n in names if n.covers(row)), key=lambda n: n.row_end, default=None)
 
-    def _names(self, key: str, max_age_s: float) -> list[ChunkName]:
+    def names(self, key: str, max_age_s: float = 0.0) -> list[ChunkName]:
+        """The chunks of stream ``key`` (a listing at most ``max_age_s`` old)."""
         seen = self._listing.get(key)
         now = time.monotonic()
         if seen is not None and now - seen[0] <= max_age_s:
@@ -193,7 +194,7 @@ class TokenCache:
     # -- writing ---------------------------------------------------------------------------
     def covered(self, key: str, row_start: int, row_end: int) -> bool:
         """Whether one chunk already holds all of ``[row_start, row_end)``."""
-        return any(n.row_start <= row_start and row_end <= n.row_end for n in self._names(key, 0.0))
+        return any(n.row_start <= row_start and row_end <= n.row_end for n in self.names(key))
 
     def write(self, key: str, name: ChunkName, rows: Sequence[int], docs: Sequence[np.ndarray],
               about: dict[str, Any] | None = None) -> int:

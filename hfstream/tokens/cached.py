@@ -195,24 +195,29 @@ class CachedCorpus(TokenDocuments):
         return out  # type: ignore[return-value]
 
     def _fetch_cached(self, refs: Sequence[Ref], out: list[np.ndarray | None]) -> list[int]:
-        groups: dict[tuple[str, ChunkName], list[int]] = defaultdict(list)
-        missing = []
-        for i, (epoch, row) in enumerate(refs):
-            key = self.key_of(epoch)
-            name = self.cache.find(key, row, max_age_s=60.0)  # type: ignore[union-attr]
-            if name is None:
-                missing.append(i)
-            else:
-                groups[key, name].append(i)
-        for (key, name), indices in groups.items():
-            chunk = self.cache.open(key, name)  # type: ignore[union-attr]
+        """Fill ``out`` from the cache (chunk by chunk, vectorized); returns the indices it lacks."""
+        cache = self.cache
+        assert cache is not None
+        by_key: dict[str, list[int]] = defaultdict(list)
+        for i, (epoch, _) in enumerate(refs):
+            by_key[self.key_of(epoch)].append(i)
+        missing: list[int] = []
+        for key, indices in by_key.items():
             rows = np.array([refs[i][1] for i in indices], np.int64)
-            at = np.searchsorted(chunk.rows, rows) if chunk is not None else None
-            for k, i in enumerate(indices):
-                if chunk is not None and at[k] < len(chunk) and chunk.rows[at[k]] == rows[k]:  # type: ignore[index]
-                    out[i] = chunk.doc(int(at[k]))  # type: ignore[index]
-                else:
-                    missing.append(i)
+            todo = np.ones(len(indices), bool)
+            for name in sorted(cache.names(key), key=lambda n: n.row_start - n.row_end):  # the longest first
+                where = np.flatnonzero(todo & (rows >= name.row_start) & (rows < name.row_end))
+                chunk = cache.open(key, name) if len(where) else None
+                if chunk is None or not len(chunk):
+                    continue
+                at = np.minimum(np.searchsorted(chunk.rows, rows[where]), len(chunk) - 1)
+                found = chunk.rows[at] == rows[where]
+                at, where = at[found], where[found]
+                starts, ends = chunk.offsets[at].tolist(), chunk.offsets[at + 1].tolist()
+                for k, a, b in zip(where.tolist(), starts, ends):
+                    out[indices[k]] = chunk.tokens[a:b]
+                todo[where] = False
+            missing += [indices[k] for k in np.flatnonzero(todo).tolist()]
         return sorted(missing)
 
     def _read_again(self, wanted: set[Ref]) -> dict[Ref, str]:
