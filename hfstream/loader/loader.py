@@ -112,33 +112,6 @@ class StreamingTextDataLoader:
                                      "0 runs in a thread; N > 0 uses N DataLoader worker processes")
         self.shuffle_buffer_size = check_int("shuffle_buffer_size", shuffle_buffer_size, 0,
                                              "use 0 to disable shuffling, 10_000 is a good default")
-        mixture = mixture_spec(source)
-        if mixture is not None:
-            _check_mixture_options(mix_by, batching_method, num_workers)
-        self.source: DocumentSource | None = None
-        if num_workers == 0 and not (mixture is not None and mix_by == "tokens"):
-            # Worker batches of 256 documents: tokenization starts sooner and overlaps reading more finely.
-            self.source = open_source(source, corpus_defaults={"batch_size": 256},
-                                      mixture_defaults=_mixture_defaults(seed, epoch_size), **corpus_options)
-            self.source.start()  # the worker opens the dataset while the tokenizer loads
-        try:
-            self._build(source, tokenizer, backend, eos_token, pin_memory, device, mixture, mix_by, seed,
-                        epoch_size, batching_method, wrap_source, state_every, multiprocessing_context,
-                        corpus_options, {"shuffle_buffer_size": shuffle_buffer_size,
-                                         "shuffle_buffer_bytes": shuffle_buffer_bytes, "shuffle_warmup": shuffle_warmup,
-                                         "with_positions": with_positions,
-                                         "token_cache": _token_cache(token_cache, token_cache_bytes)})
-        except BaseException:
-            if self.source is not None and self.source is not source:
-                self.source.close()
-            raise
-        self._reset_metrics()
-
-    def _build(self, source: Any, tokenizer: Any, backend: str, eos_token: str | None, pin_memory: bool,
-               device: Any, mixture: Any, mix_by: str, seed: int, epoch_size: Any, batching_method: str,
-               wrap_source: Any, state_every: int, multiprocessing_context: str | None,
-               corpus_options: dict[str, Any], pipeline_options: dict[str, Any]) -> None:
-        """The encoder, then the one producer (the source, if any, is already reading)."""
         self.encoder = tokenizer if isinstance(tokenizer, TextEncoder) else \
             TextEncoder(tokenizer, backend=backend, eos_token=eos_token)
         if self.encoder.eos_id is None:
@@ -149,19 +122,27 @@ class StreamingTextDataLoader:
             pin_memory = False
         self.pin_memory = pin_memory
         self.device = torch.device(device) if device is not None else None
+        pipeline_options = {"shuffle_buffer_size": shuffle_buffer_size, "shuffle_buffer_bytes": shuffle_buffer_bytes,
+                            "shuffle_warmup": shuffle_warmup, "with_positions": with_positions,
+                            "token_cache": _token_cache(token_cache, token_cache_bytes)}
+        mixture = mixture_spec(source)
+        if mixture is not None:
+            _check_mixture_options(mix_by, batching_method, num_workers)
+        self.source: DocumentSource | None = None
         self.pipeline: Any = None     # the row source a thread runs (TokenPipeline or RowMixer)
         if mixture is not None and mix_by == "tokens":
             self.pipeline = _row_mixer(mixture, self.encoder, self.batch_size, self.seq_len, seed, epoch_size,
                                        batching_method, wrap_source, pipeline_options, corpus_options)
             self.producer: Producer = ThreadProducer(self.pipeline, self.prefetch, pin_memory)
-        elif self.num_workers:
+        elif num_workers:
             self.producer = WorkerProducer(source, self.encoder, self.batch_size, self.seq_len, seed,
-                                           num_workers=self.num_workers, prefetch=self.prefetch,
-                                           pin_memory=pin_memory, state_every=state_every,
-                                           multiprocessing_context=multiprocessing_context,
+                                           num_workers=num_workers, prefetch=self.prefetch, pin_memory=pin_memory,
+                                           state_every=state_every, multiprocessing_context=multiprocessing_context,
                                            pipeline_options=pipeline_options, source_options=corpus_options)
         else:
-            assert self.source is not None
+            # Worker batches of 256 documents: tokenization starts sooner and overlaps reading more finely.
+            self.source = open_source(source, corpus_defaults={"batch_size": 256},
+                                      mixture_defaults=_mixture_defaults(seed, epoch_size), **corpus_options)
             self.pipeline = TokenPipeline(self.source, self.encoder, self.batch_size, self.seq_len,
                                           seed=seed, **pipeline_options)
             self.producer = ThreadProducer(self.pipeline, self.prefetch, pin_memory,

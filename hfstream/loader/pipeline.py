@@ -179,7 +179,8 @@ class TokenPipeline:
                 "buffer_bytes": buffer.num_bytes, **self.source.stats()}
 
     def start(self) -> None:
-        self.source.start()
+        if self.docs.start():  # texts will come: build the tokenizer while the worker starts
+            self.encoder.prepare()
 
     def close(self) -> None:
         for _, _, job in self._inflight:

@@ -227,6 +227,10 @@ class TokenDocuments(Protocol):
 
     seekable: bool
 
+    def start(self) -> bool:
+        """Start reading ahead (e.g. the worker); True when texts will come (to tokenize), False
+        when what comes first is already tokenized (a token cache) or nothing."""
+        ...
     def batches(self) -> Iterator[DocBatch]: ...
     def record(self, batch: DocBatch, arrays: "list[np.ndarray]") -> None: ...
     def fetch(self, refs: Sequence[Ref], encode: "Callable[[list[str]], list[np.ndarray]]") -> "list[np.ndarray]": ...
@@ -242,6 +246,10 @@ class TextDocuments:
 
     def __init__(self, source: DocumentSource):
         self.source = source
+
+    def start(self) -> bool:
+        self.source.start()
+        return True
 
     def batches(self) -> Iterator[DocBatch]:
         return (DocBatch(texts=texts) for texts in self.source.stream_batches())

@@ -115,6 +115,9 @@ class _ExcludingDocuments:
         self.source, self.inner = source, inner
         self.seekable = inner.seekable
 
+    def start(self) -> bool:
+        return self.inner.start()
+
     def batches(self) -> Iterator[DocBatch]:
         return self.source._filtered(self.inner.batches())
 

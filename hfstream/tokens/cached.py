@@ -97,6 +97,13 @@ class CachedCorpus(TokenDocuments):
         self._state = self.corpus.state_dict()
         self._live = None
 
+    def start(self) -> bool:
+        """Start the worker unless the cache has what comes first; True when texts will come."""
+        if self._state["finished"] or self._covering(self._state["epoch"], self._state["row"], 0.0) is not None:
+            return False
+        self.corpus.start()  # the corpus stands at self._state (see _from_worker)
+        return True
+
     def _move(self, epoch: int, row: int, delivered: int, finished: bool = False) -> None:
         self._state.update(epoch=epoch, row=row, delivered=delivered, finished=finished)
 
@@ -148,7 +155,8 @@ class CachedCorpus(TokenDocuments):
 
     def _from_worker(self) -> Iterator[DocBatch]:
         if self._live is None:
-            self.corpus.load_state_dict(self._state)
+            if _where(self.corpus.state_dict()) != _where(self._state):
+                self.corpus.load_state_dict(self._state)
             self._live = self.corpus.stream_located()
         start = (self._state["epoch"], self._state["row"])
         for epoch, rows, end, texts in self._live:
@@ -237,6 +245,10 @@ class CachedCorpus(TokenDocuments):
                              f"row {min(wanted - found.keys())[1]})",
                              "the data changed since the state was saved: restore it with the same files")
         return found
+
+
+def _where(state: dict[str, Any]) -> tuple[Any, ...]:
+    return state["epoch"], state["row"], state["delivered"], state["finished"]
 
 
 class _ChunkWriter:

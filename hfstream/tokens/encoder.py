@@ -196,6 +196,11 @@ class TextEncoder:
         if backend != "auto":
             self._decide()
 
+    def prepare(self) -> None:
+        """Choose the backend in a background thread now (returns at once), e.g. while a worker starts."""
+        if self._choice is not None:
+            threading.Thread(target=self._decide, daemon=True, name="hfstream-tokenizer-prepare").start()
+
     @property
     def backend(self) -> str:
         """The backend in use, ``"tokenizers"`` or ``"tiktoken"`` (chosen on first use with ``auto``)."""
