@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from types import ModuleType
 
 #: Native module name (``hfstream.<name>``, built from ``ext/<name>.pyx``) -> its Python twin.
@@ -62,7 +63,29 @@ def load(native_name: str, py_module: str) -> ModuleType:
                 "C compiler and Cython available), or unset HFSTREAM_REQUIRE_NATIVE to fall back "
                 "to pure Python."
             ) from error
+        _warn_fallback(native_name, error)
     return importlib.import_module(py_module)
+
+
+class NativeFallbackWarning(RuntimeWarning):
+    """The native extensions are not built: the (slower) pure-Python twins run instead."""
+
+
+_warned = False
+
+
+def _warn_fallback(native_name: str, error: ImportError | None) -> None:
+    """Say once per process, where a user sees it, that the pure-Python twins are in use."""
+    global _warned
+    if _warned:
+        return
+    _warned = True
+    warnings.warn(
+        f"hfstream's native extensions are not built (hfstream.{native_name}: {error}); the pure-Python "
+        "twins give the same batches, but shuffling and packing run several times slower. Reinstall with "
+        "a C compiler available (`pip install --force-reinstall --no-deps .`), check with `hfstream info`, "
+        "or set HFSTREAM_PURE_PYTHON=1 to choose the twins and silence this.",
+        NativeFallbackWarning, stacklevel=3)
 
 
 def native_status() -> dict[str, bool]:

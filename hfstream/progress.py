@@ -33,6 +33,9 @@ def progress_bar(**options: Any) -> Any:
     stream = sys.stderr
     if not (hasattr(stream, "isatty") and stream.isatty()):
         options.setdefault("mininterval", LOG_INTERVAL_S)
+        # tqdm's monitor thread forces a redraw once ``maxinterval`` (10 s) passes without one:
+        # in a log file that is an extra line every 10-20 s. Lines come every mininterval only.
+        options["maxinterval"] = max(options["mininterval"], options.get("maxinterval", 0))
         options.update(file=_Lines(stream), dynamic_ncols=False, ncols=100, ascii=True)
     else:
         options.setdefault("file", stream)

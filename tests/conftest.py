@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 import os
 import random
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
+
+from hfstream.rundir import read_metrics
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FINEWEB = SHARED_DATA / "fineweb_legal.parquet"
@@ -98,3 +106,89 @@ def tokenizer_path(tmp_path_factory) -> Path:
 
     return train_small_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.json",
                                  list(topics.values()) + make_texts(200))
+
+
+@dataclass
+class Twins:
+    """A native module and its pure-Python twin, for tests that run both and compare them."""
+
+    python: ModuleType
+    native: ModuleType | None       # None when the extension is not built
+    needs_native: Any               # a skipif mark for tests that need the native module
+
+    @property
+    def impls(self) -> list:
+        """Both, as pytest params ``python`` and ``native`` (the latter skipped when not built)."""
+        return [pytest.param(self.python, id="python"),
+                pytest.param(self.native, id="native", marks=self.needs_native)]
+
+
+def twins(native_name: str, twin: ModuleType) -> Twins:
+    """The twins of ``hfstream.<native_name>`` (not built: the native side is skipped here, and
+    test_native.py fails in CI, where the build is required)."""
+    try:
+        native = importlib.import_module(f"hfstream.{native_name}")
+    except ImportError:
+        native = None
+    reason = f"native hfstream.{native_name} is not built (python setup.py build_ext --inplace)"
+    return Twins(twin, native, pytest.mark.skipif(native is None, reason=reason))
+
+
+def torchrun(script: Path, *args: str, nproc: int = 2, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run ``script`` under ``torch.distributed.run --standalone`` (a free port: tests may run side by
+    side) with this checkout importable; returns the finished process (text output)."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc_per_node={nproc}", str(script), *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+# -- a tiny training run (tests of train-streaming) ------------------------------------------
+
+#: A config for a few-second run: 1 layer, 32 wide, 6 steps of 4 x 32 tokens.
+TINY = """
+data:
+  dataset: {dataset}
+  eval_docs: 12
+  shuffle_buffer_size: 40
+  fetch_batch_size: 25
+tokenizer:
+  path: {tokenizer}
+  vocab_size: 400
+  max_samples: 300
+model: {{n_layer: 1, n_head: 2, n_embd: 32, seq_len: 32}}
+optim: {{learning_rate: 1.0e-2, warmup_steps: 2, decay_steps: 8}}
+train:
+  output_dir: {output}
+  max_steps: 6
+  batch_size: 4
+  logging_steps: 1
+  eval_steps: 3
+  eval_batches: 2
+  save_steps: 4
+  record_batches: true
+sample: {{prompts: ["doc 1", "alpha"], sample_steps: 3, max_new_tokens: 8}}
+"""
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    texts = make_texts(120)              # "doc N: words..." -- each document carries its number
+    return write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in texts]), texts
+
+
+@pytest.fixture
+def make_config(tmp_path, dataset, tokenizer_path):
+    def make(name="run", tokenizer=tokenizer_path, **extra):
+        text = TINY.format(dataset=dataset[0], tokenizer=tokenizer if tokenizer else "null",
+                           output=tmp_path / name)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text)
+        return path, tmp_path / name
+    return make
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    """Each logged step's training loss, from a run's metrics.jsonl."""
+
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r}

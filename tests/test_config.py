@@ -115,3 +115,44 @@ def test_override_values_are_typed_too():
 def test_every_key_resolves():
     for key in all_keys():
         assert resolve_key(key) == tuple(key.split(".", 1))
+
+
+def test_shuffle_buffer_size_0_is_accepted_like_the_loader_accepts_it():
+    from hfstream.train.config import load_config
+
+    assert load_config(None, {"data.shuffle_buffer_size": 0}).data.shuffle_buffer_size == 0
+
+
+def test_an_empty_config_file_says_that_defaults_are_used(tmp_path, caplog):
+    import logging
+
+    from hfstream.train.config import load_config
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    with caplog.at_level(logging.WARNING, logger="hfstream.config"):
+        config = load_config(empty)
+    assert config.model.n_layer == 6
+    assert "empty.yaml is empty: every setting takes its default" in caplog.text
+
+
+def test_data_section_keys_are_the_source_options(tmp_path):
+    from hfstream.source.spec import source_options
+    from hfstream.train.config import DataConfig, data_source_keys
+
+    fields = {f for f in DataConfig.__dataclass_fields__}
+    assert set(data_source_keys()) <= fields and "ws_field" in fields
+    assert {"shard", "num_shards", "seed"}.isdisjoint(fields)   # per rank, or train.seed
+    assert set(data_source_keys()) == {o.name for o in source_options()} - {"shard", "num_shards", "seed"}
+    assert list(DataConfig.__dataclass_fields__)[0] == "dataset"   # YAML dumps start with it
+
+
+def test_example_configs_by_name_from_any_directory(monkeypatch, tmp_path):
+    from hfstream.errors import ConfigError
+    from hfstream.train.config import example_configs, load_config
+
+    monkeypatch.chdir(tmp_path)
+    assert {"tiny", "gpt2-small", "gpt-1b"} <= set(example_configs())
+    assert load_config("tiny").train.output_dir == load_config("configs/tiny.yaml").train.output_dir
+    with pytest.raises(ConfigError, match="did you mean 'tiny'"):
+        load_config("tinny")

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 
 import orjson
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from conftest import make_texts, write_jsonl
 from hfstream import HuggingFaceStreamingCorpus
 from hfstream.cli.main import main as cli_main
+from hfstream.eir.client import EirClient
 from hfstream.eir.feed import ListSource
 from hfstream.eir.runner import ServerThread
 from hfstream.eir.server import ServerConfig
@@ -113,13 +115,18 @@ def test_each_further_epoch_starts_with_a_reset(tmp_path):
         assert all(len(t.split()) == 6 for t in got)
 
 
-def test_a_server_that_already_terminated_is_an_empty_dataset(tmp_path):
-    with serving(tmp_path, make_texts(10), max_iterations=5) as server:
+def test_a_server_already_at_its_end_is_rewound_when_epochs_allow_it(tmp_path):
+    texts = make_texts(10)
+    with serving(tmp_path, texts, max_iterations=5) as server:
         with HuggingFaceStreamingCorpus(server.url) as corpus:
-            assert len(list(corpus.stream())) == 5
+            assert list(corpus.stream()) == texts[:5]
         with HuggingFaceStreamingCorpus(server.url) as corpus, pytest.raises(EmptyDatasetError) as info:
-            list(corpus.stream())
-        assert "terminate" in info.value.message and "reset" in info.value.hint
+            list(corpus.stream())  # one epoch: no reset, which would rewind every client of the server
+        assert "terminate" in info.value.message and "--epochs 2" in info.value.hint
+        with HuggingFaceStreamingCorpus(server.url, epochs=2) as corpus:  # two: reset, then two passes
+            assert list(corpus.stream()) == texts[:5] * 2
+        with HuggingFaceStreamingCorpus(server.url, epochs=None, max_samples=7) as corpus:  # forever
+            assert list(corpus.stream()) == (texts[:5] * 2)[:7]
 
 
 def test_the_text_field_is_detected_or_named(tmp_path):
@@ -187,6 +194,52 @@ def test_restoring_a_state_says_loudly_that_it_is_not_exact(tmp_path, caplog):
                 rest = list(corpus.stream())
         assert len(rest) == 20
         assert any("cannot seek" in r.getMessage() and "not an exact" in r.getMessage() for r in caplog.records)
+
+
+def confirms_resets_without_broadcast(total: int, resets: list[float]):
+    """A server that answers ``reset`` with resetConfirmation only (no ``reset`` broadcast)."""
+    position = [0]
+
+    def handler(ws):
+        ws.recv()
+        ws.send('{"type": "handshake", "version": "1.0"}')
+        for raw in ws:
+            kind = orjson.loads(raw).get("type")
+            if kind == "getInfo":
+                ws.send('{"type": "info", "payload": {"inputs": {}, "outputs": {"text_output": {"type": "sequence"}}}}')
+            elif kind == "reset":
+                resets.append(time.monotonic())
+                position[0] = 0
+                ws.send('{"type": "resetConfirmation", "payload": {"message": "Reset successful"}}')
+            elif kind == "getData":
+                if position[0] >= total:
+                    ws.send('{"type": "data", "payload": ["terminate"]}')
+                    continue
+                text, position[0] = f"text {position[0]}", position[0] + 1
+                ws.send(orjson.dumps({"type": "data", "payload": [
+                    {"inputs": {"text_output": text}, "sample_id": f"sample_{position[0] - 1}"}]}).decode())
+
+    return handler
+
+
+def test_a_confirmed_reset_is_never_resent_and_a_missing_broadcast_is_named(monkeypatch):
+    resets: list[float] = []
+    with scripted_server(confirms_resets_without_broadcast(3, resets)) as url:
+        with EirClient(url, timeout=1) as client, pytest.raises(DataFormatError) as info:
+            client.reset()
+        assert "confirmed the reset (resetConfirmation)" in info.value.message
+        assert "no 'reset' broadcast within 1s" in info.value.message and "not sent again" in info.value.hint
+        assert len(resets) == 1
+
+        resets.clear()
+        monkeypatch.setenv("HFSTREAM_WS_TIMEOUT", "2")  # the reply timeout a user sets (EIR's: 30 s)
+        t0 = time.monotonic()
+        with HuggingFaceStreamingCorpus(url, epochs=2) as corpus, pytest.raises(DataFormatError) as info:
+            stream = corpus.stream()
+            assert [next(stream) for _ in range(3)] == ["text 0", "text 1", "text 2"]  # epoch 0
+            next(stream)  # epoch 1 starts with a reset
+        assert "no 'reset' broadcast within 2s" in info.value.message
+        assert len(resets) == 1 and time.monotonic() - t0 < 15  # was: 9 resets over ~6 minutes
 
 
 def test_reading_from_a_tutorial_style_server(tmp_path):

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from hfstream.eir import protocol
+from hfstream.eir.budget import ReplyBudget
 from hfstream.eir.feed import ListSource, SampleFeed
 from hfstream.eir.samples import sample_id, sample_texts
 from hfstream.errors import ConfigError
@@ -61,6 +62,37 @@ def test_replies_have_the_shapes_eir_reads():
     for reply in (protocol.reset_confirmation(), protocol.reset_broadcast(), protocol.validation_reply(3, 5)):
         assert isinstance(reply["payload"]["message"], str)
     assert protocol.heartbeat_reply() == {"type": "heartbeat"}
+
+
+def test_a_data_reply_encoded_in_pieces_is_the_whole_frame_cut_at_sample_boundaries():
+    pairs = [(f"sample_{i}", 'naïve "quote" 東京 emoji😀 ' * i) for i in range(40)]
+    whole = protocol.encode(protocol.data_reply([protocol.sample("out", t, sid) for sid, t in pairs]))
+    for piece_bytes in (1, 500, 1 << 30):
+        pieces = list(protocol.encode_data_reply("out", pairs, piece_bytes))
+        assert b"".join(pieces) == whole
+        assert all(piece.decode("utf-8") for piece in pieces)  # each is valid UTF-8 by itself
+    assert len(list(protocol.encode_data_reply("out", pairs, 1 << 30))) == 1
+    assert b"".join(protocol.encode_data_reply("out", [], 10)) == protocol.encode(protocol.data_reply([]))
+
+
+def test_the_reply_budget_is_first_come_first_served_and_admits_an_oversized_reply_alone():
+    async def main():
+        budget = ReplyBudget(100)
+        assert await budget.acquire(60, 1) == 60
+        late = asyncio.ensure_future(budget.acquire(50, 5))   # does not fit: waits
+        small = asyncio.ensure_future(budget.acquire(10, 5))  # fits, but comes after: waits too
+        await asyncio.sleep(0.05)
+        assert not late.done() and not small.done()
+        assert await budget.acquire(30, 0.05) == 0            # time out: nothing held
+        budget.release(60)
+        assert (await late, await small) == (50, 10) and budget.used == 60
+        budget.release(60)
+        assert await budget.acquire(500, 1) == 100            # larger than the budget: alone
+        assert budget.resize(100, 130) == 130 and budget.used == 130 and budget.peak == 130
+        budget.release(130)
+        assert budget.used == 0 and budget.reset_peak() == 130
+
+    _run(main())
 
 
 # -- documents -> samples ------------------------------------------------------------------------

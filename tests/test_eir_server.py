@@ -63,12 +63,13 @@ class RawWs:
     """A bare WebSocket client on a plain socket: it can send any frame, valid or not, and like
     EIR's client it never answers pings unless it reads (it never does here)."""
 
-    def __init__(self, url: str, headers: dict[str, str] | None = None, timeout: float = 5.0):
+    def __init__(self, url: str, headers: dict[str, str | None] | None = None, timeout: float = 5.0):
         host, port, path = re.match(r"ws://([^:/]+):(\d+)(/.*)", url).groups()
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        headers = {"Host": f"{host}:{port}", **(headers or {})}  # Host: None sends none
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items() if v is not None)
+        self.sock.sendall((f"GET {path} HTTP/1.1\r\nUpgrade: websocket\r\n"
                            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                            f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode())
         self.buf = b""
@@ -79,6 +80,15 @@ class RawWs:
             self.buf += chunk
         head, _, self.buf = self.buf.partition(b"\r\n\r\n")
         self.status = int(head.split()[1]) if head else 0
+        self.body = b""
+        if self.status and self.status != 101:  # the refusal's text (websockets sends Content-Length)
+            length = int(re.search(rb"content-length: *(\d+)", head, re.I).group(1))
+            while len(self.buf) < length:
+                chunk = self.sock.recv(4096)
+                if not chunk:
+                    break
+                self.buf += chunk
+            self.body = self.buf[:length]
 
     def send_frame(self, payload: bytes, opcode: int = 1, fin: bool = True, rsv: int = 0,
                    mask: bool = True, claimed_length: int | None = None) -> None:
@@ -419,6 +429,45 @@ def test_a_long_training_step_does_not_get_the_connection_dropped(tmp_path):
         ws.close()
 
 
+class _Hung:
+    """A source whose first document comes only when released (a stalled upstream)."""
+
+    def __init__(self):
+        self.release = threading.Event()
+
+    def stream(self):
+        self.release.wait(30)
+        yield "late"
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def test_pings_go_only_to_idle_connections_so_a_missing_reply_times_the_client_out():
+    """EIR waits 30 s for a reply with a socket timeout that every frame restarts, pings
+    included (here: 1 s): a server pinging a client that waits would hang it forever."""
+    assert ServerConfig().ping_interval > 30  # longer than EIR's reply timeout: see its docstring
+    source = _Hung()
+    config = ServerConfig(port=0, ping_interval=0.2, reply_deadline=8.0, sequence_length=0)
+    with ServerThread(source, config) as server:
+        ws = RawWs(server.url)
+        ws.handshake()
+        ws.sock.settimeout(2.0)
+        assert ws.recv_frame()[0] == 0x9  # idle: pinged (keeps NATs and proxies open)
+        ws.send_json({"type": "getData", "payload": {"batch_size": 1}})  # never answered in time
+        ws.sock.settimeout(1.0)
+        t0 = time.monotonic()
+        with pytest.raises(socket.timeout):
+            while time.monotonic() - t0 < 5.0:  # (the server's own deadline is 8 s)
+                ws.recv_frame()  # a ping here would restart the timeout, as in websocket-client
+        assert time.monotonic() - t0 < 3.0
+        source.release.set()
+        ws.close()
+
+
 def test_caps_on_batch_size_and_validation_ids_answer_with_errors(tmp_path):
     with serving(tmp_path, max_batch_size=64, max_validation_ids=10) as server:
         ws = RawWs(server.url)
@@ -474,31 +523,49 @@ class _Nothing:
 
 
 # -- the command ---------------------------------------------------------------------------------
+class ServeProcess:
+    """``hfstream serve --port 0 ARGS`` in its own process, as a user runs it, once it is ready."""
+
+    def __init__(self, *args: str):
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        self.proc = subprocess.Popen([sys.executable, "-m", "hfstream.cli.main", "serve", "--port", "0", *args],
+                                     stderr=subprocess.PIPE, env=env, text=True)
+        self.lines: list[str] = []
+        deadline = time.monotonic() + 30
+        while not any("ready" in line for line in self.lines) and self.proc.poll() is None:
+            assert time.monotonic() < deadline, "".join(self.lines)
+            self.lines.append(self.proc.stderr.readline())
+        self.url = re.search(r"at (ws://\S+) ", "".join(self.lines)).group(1)
+        self.pid = self.proc.pid
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        """Send ``sig`` (Ctrl+C by default) and return the exit code; ``log()`` then has it all."""
+        self.proc.send_signal(sig)
+        code = self.proc.wait(15)
+        self.lines.append(self.proc.stderr.read())
+        return code
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def __enter__(self) -> "ServeProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def test_hfstream_serve_logs_its_url_serves_and_stops_cleanly_on_ctrl_c(tmp_path):
     path = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in make_texts(20)])
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "hfstream.cli.main", "serve", "--dataset", str(path),
-                             "--port", "0", "--sequence-length", "0"], stderr=subprocess.PIPE, env=env,
-                            text=True)
-    try:
-        lines = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            lines.append(proc.stderr.readline())
-            if "ready" in lines[-1] or proc.poll() is not None:
-                break
-        url = re.search(r"at (ws://\S+) ", "".join(lines)).group(1)
-        assert url.startswith("ws://127.0.0.1:")
-        with EirClient(url) as client:
+    with ServeProcess("--dataset", str(path), "--sequence-length", "0") as server:
+        assert server.url.startswith("ws://127.0.0.1:")
+        with EirClient(server.url) as client:
             texts = [s["inputs"]["text_output"] for s in client.get_data(25)]
         assert texts == (make_texts(20) * 2)[:25]  # documents mode, cycling forever by default
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(15) == 0
-        assert "stopped after" in proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert server.stop() == 0
+        assert "stopped after" in server.log()
 
 
 def test_hfstream_serve_fails_fast_on_a_bad_dataset(tmp_path, capsys):

@@ -2,15 +2,12 @@
 
 import collections
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 
-from conftest import make_texts, write_jsonl
+from conftest import make_texts, torchrun, write_jsonl
 from hfstream import MixedSource, Stream, StreamingTextDataLoader, register_stream
 from hfstream.errors import ConfigError
 from hfstream.mixing.schedule import epoch_labels
@@ -241,10 +238,7 @@ DEVICE_PER_STREAM = textwrap.dedent("""\
 def test_device_per_stream_under_two_gloo_processes(text_streams, tokenizer_path, tmp_path):
     script = tmp_path / "dps.py"
     script.write_text(DEVICE_PER_STREAM)
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                          "--master_port=29517", str(script), text_streams["web"], text_streams["code"],
-                          str(tokenizer_path)], capture_output=True, text=True, env=env, timeout=180)
+    out = torchrun(script, text_streams["web"], text_streams["code"], str(tokenizer_path))
     assert out.returncode == 0, out.stderr[-2000:]
     per_rank = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(per_rank[0]) == len(per_rank[1]) > 10            # equal step counts by construction

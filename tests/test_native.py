@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -82,3 +85,37 @@ def test_facades_use_what_native_status_reports():
                                         else "hfstream.loader._shuffle_py")
     assert TokenPacker.__module__ == ("hfstream._packing" if status["_packing"]
                                       else "hfstream.loader._packing_py")
+
+
+FALLBACK = """
+import sys, warnings
+class NoNative:
+    def find_spec(self, name, path=None, target=None):
+        if name in ("hfstream._shuffle", "hfstream._packing"):
+            raise ImportError(f"{name} blocked for this test")
+sys.meta_path.insert(0, NoNative())
+warnings.simplefilter("default")
+from hfstream.loader import shuffle, packing
+print(shuffle.ShuffleBuffer.__module__, packing.TokenPacker.__module__)
+"""
+
+
+def test_a_missing_native_build_is_said_once_at_first_use():
+    env = {k: v for k, v in os.environ.items() if k not in ("HFSTREAM_PURE_PYTHON", "HFSTREAM_REQUIRE_NATIVE")}
+    out = subprocess.run([sys.executable, "-c", FALLBACK], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["hfstream.loader._shuffle_py", "hfstream.loader._packing_py"]
+    assert out.stderr.count("NativeFallbackWarning") == 1 and "hfstream info" in out.stderr
+    forced = subprocess.run([sys.executable, "-c", FALLBACK], capture_output=True, text=True, timeout=60,
+                            env={**env, "HFSTREAM_PURE_PYTHON": "1"})
+    assert "NativeFallbackWarning" not in forced.stderr   # choosing the twins is not a surprise
+
+
+def test_hfstream_info_reports_what_a_bug_report_needs():
+    out = subprocess.run([sys.executable, "-m", "hfstream.cli.main", "info", "--json"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert set(info["native"]) == {"_shuffle", "_packing"} and info["versions"]["torch"]
+    assert info["cpus"]["tokenizer_threads"] >= 1 and "available" in info["cuda"]
+    assert info["example_configs"].endswith("configs")

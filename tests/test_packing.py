@@ -7,19 +7,12 @@ import json
 import numpy as np
 import pytest
 
+from conftest import twins
 from hfstream.loader import _packing_py
 from hfstream.errors import ConfigError, DataFormatError, StateError
 
-try:
-    from hfstream import _packing as _packing_native
-except ImportError:  # not built: the native side is skipped here, test_native.py fails in CI
-    _packing_native = None
-
-needs_native = pytest.mark.skipif(
-    _packing_native is None,
-    reason="native hfstream._packing is not built (python setup.py build_ext --inplace)")
-IMPLS = [pytest.param(_packing_py, id="python"),
-         pytest.param(_packing_native, id="native", marks=needs_native)]
+TWINS = twins("_packing", _packing_py)
+_packing_native, needs_native, IMPLS = TWINS.native, TWINS.needs_native, TWINS.impls
 EOS = 50_000
 
 

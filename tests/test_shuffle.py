@@ -7,19 +7,12 @@ import json
 import numpy as np
 import pytest
 
+from conftest import twins
 from hfstream.loader import _shuffle_py
 from hfstream.errors import ConfigError, StateError
 
-try:
-    from hfstream import _shuffle as _shuffle_native
-except ImportError:  # not built: the native side is skipped here, test_native.py fails in CI
-    _shuffle_native = None
-
-needs_native = pytest.mark.skipif(
-    _shuffle_native is None,
-    reason="native hfstream._shuffle is not built (python setup.py build_ext --inplace)")
-IMPLS = [pytest.param(_shuffle_py, id="python"),
-         pytest.param(_shuffle_native, id="native", marks=needs_native)]
+TWINS = twins("_shuffle", _shuffle_py)
+_shuffle_native, needs_native, IMPLS = TWINS.native, TWINS.needs_native, TWINS.impls
 
 
 def random_stream(seed: int, num_items: int = 300) -> tuple[list[str], list[int]]:

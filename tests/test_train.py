@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_texts, train_small_tokenizer, write_jsonl
+from conftest import losses, make_texts, train_small_tokenizer, write_jsonl
 from hfstream.train.checkpoint import load_checkpoint
 from hfstream.cli.train import main
 from hfstream.errors import EmptyDatasetError
@@ -24,52 +24,6 @@ from hfstream.tokens.encoder import TextEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = re.compile(r"doc (\d+):")
-
-TINY = """
-data:
-  dataset: {dataset}
-  eval_docs: 12
-  shuffle_buffer_size: 40
-  fetch_batch_size: 25
-tokenizer:
-  path: {tokenizer}
-  vocab_size: 400
-  max_samples: 300
-model: {{n_layer: 1, n_head: 2, n_embd: 32, seq_len: 32}}
-optim: {{learning_rate: 1.0e-2, warmup_steps: 2, decay_steps: 8}}
-train:
-  output_dir: {output}
-  max_steps: 6
-  batch_size: 4
-  logging_steps: 1
-  eval_steps: 3
-  eval_batches: 2
-  save_steps: 4
-  record_batches: true
-sample: {{prompts: ["doc 1", "alpha"], sample_steps: 3, max_new_tokens: 8}}
-"""
-
-
-@pytest.fixture
-def dataset(tmp_path):
-    texts = make_texts(120)              # "doc N: words..." -- each document carries its number
-    return write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in texts]), texts
-
-
-@pytest.fixture
-def make_config(tmp_path, dataset, tokenizer_path):
-    def make(name="run", tokenizer=tokenizer_path, **extra):
-        text = TINY.format(dataset=dataset[0], tokenizer=tokenizer if tokenizer else "null",
-                           output=tmp_path / name)
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(text)
-        return path, tmp_path / name
-    return make
-
-
-def losses(run_dir):
-    return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r}
-
 
 def batch_log(run_dir, rank=0):
     return [json.loads(line) for line in (run_dir / f"batches-rank{rank}.jsonl").read_text().splitlines()]

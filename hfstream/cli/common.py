@@ -56,3 +56,11 @@ def run_main(work: Callable[[], int], interrupted: str = "interrupted") -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def help_texts(doc: str) -> dict[str, str]:
+    """A CLI module's docstring as argparse's ``description`` (its first paragraph) and ``epilog``
+    (the rest), with the reStructuredText marks (````code````, ``::``) a terminal does not need."""
+    plain = doc.replace("``", "").replace("::\n", ":\n")
+    first, _, rest = plain.partition("\n\n")
+    return {"description": first, "epilog": rest}

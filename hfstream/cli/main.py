@@ -6,6 +6,7 @@ Usage::
     hfstream scan --dataset 'data/*.parquet' --epochs 2     # stream through, docs/s and MB/s
     hfstream serve --dataset builtin:python-docs            # serve it to EIR over WebSocket
     hfstream datasets                                       # list the built-in corpora
+    hfstream info                                           # versions, native modules, CPUs, CUDA
     hfstream cache info|clear                               # the token cache (where, how big, clear it)
     hfstream bench corpus|loader|serve                      # the benchmarks (hfstream bench loader --help)
 
@@ -22,9 +23,11 @@ import time
 import orjson
 
 from hfstream.bench import BENCHMARKS
-from hfstream.cli import cache, serve
-from hfstream.cli.common import run_main
+from hfstream.cli import cache, info, serve
+from hfstream.cli.common import help_texts, run_main
 from hfstream.cli.options import add_mixture_args, add_source_args, open_source_from_args
+from hfstream.progress import progress_bar
+from hfstream.source.builtin import BUILTIN_DATASETS, PREFIX
 
 
 def cmd_head(args: argparse.Namespace) -> int:
@@ -40,8 +43,6 @@ def cmd_head(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from hfstream.progress import progress_bar
-
     t0 = time.perf_counter()
     docs = nbytes = 0
     first = None
@@ -75,8 +76,6 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from hfstream.source.builtin import BUILTIN_DATASETS, PREFIX
-
     for name, description in BUILTIN_DATASETS.items():
         print(f"{PREFIX}{name}\t{description}")
     return 0
@@ -87,9 +86,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hfstream", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(prog="hfstream", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     **help_texts(__doc__))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (the worker's output too)")
     # The same flag after the subcommand (`hfstream serve -v`); SUPPRESS keeps a -v given before it.
     common = argparse.ArgumentParser(add_help=False)
@@ -119,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.set_defaults(func=cmd_datasets)
 
     serve.register(sub)
+    info.register(sub)
     cache.register(sub)
 
     bench = sub.add_parser("bench", help=f"run a benchmark program: {', '.join(sorted(BENCHMARKS))}",

@@ -19,6 +19,8 @@ import logging
 import os
 
 from hfstream.cli.options import add_mixture_args, add_source_args, open_source_from_args
+from hfstream.eir.runner import run_server
+from hfstream.eir.server import ServerConfig
 
 TOKEN_ENV = "HFSTREAM_WS_TOKEN"
 
@@ -50,22 +52,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--max-iterations", type=int, default=None,
                    help="answer [\"terminate\"] after this many samples per pass (until a reset)")
     g.add_argument("--token", default=None,
-                   help=f"shared secret clients must send (?token= or Authorization: Bearer); "
+                   help=f"shared secret clients must send: ?token=TOKEN in the URL (as pasted, '+', '/' "
+                        f"and '=' included, or percent-encoded) or Authorization: Bearer TOKEN; "
                         f"default ${TOKEN_ENV}, which keeps it out of the process list")
     g.add_argument("--max-batch-size", type=int, default=4096, help="largest getData batch served")
     g.add_argument("--max-message-bytes", type=int, default=4 << 20, help="largest client frame accepted")
     g.add_argument("--max-connections", type=int, default=128)
+    g.add_argument("--max-pending-bytes", type=int, default=256 << 20,
+                   help="memory all replies not yet read by their clients may hold together (default "
+                        "256 MiB); a getData that does not fit waits, then gets a 'busy' error")
     g.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="a browser origin allowed to connect (repeatable; '*': any). Others get "
                         "HTTP 403, so web pages cannot read the data")
-    g.add_argument("--ping-interval", type=float, default=20.0,
-                   help="seconds between keepalive pings, which never time out (0: no pings)")
+    g.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a name clients may use for this server in the Host header (repeatable; '*': "
+                        "any). Accepted without it: loopback names and addresses, the --host address, "
+                        "and on a non-loopback --host any IP address and this machine's name (any name "
+                        "with a token). Others get HTTP 403: DNS rebinding protection")
+    g.add_argument("--ping-interval", type=float, default=45.0,
+                   help="ping a connection after this many seconds without a message from its client "
+                        "(0: never). Only idle connections are pinged, and pings never time out: every "
+                        "frame restarts the 30 s reply timeout of EIR's client, so pinging a client "
+                        "that waits for a reply would make a missing reply hang it instead of failing "
+                        "after 30 s; 45 s > 30 s also leaves EIR 0.3.1 (heartbeat every 30 s) unpinged")
+    g.add_argument("--state-file", default=None, metavar="PATH",
+                   help="keep the validation ids and the cursor in this file, so that a restarted "
+                        "server still leaves the ids out and continues where it was (EIR sends its "
+                        "validation ids only once per run)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from hfstream.eir.runner import run_server
-    from hfstream.eir.server import ServerConfig
-
     logging.getLogger("hfstream.eir").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if args.verbose:  # our per-connection lines, not websockets' line per frame
         logging.getLogger("websockets").setLevel(logging.INFO)
@@ -75,7 +91,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_iterations=args.max_iterations, token=args.token or os.environ.get(TOKEN_ENV) or None,
         max_batch_size=args.max_batch_size, max_message_bytes=args.max_message_bytes,
         max_connections=args.max_connections, allowed_origins=tuple(args.allow_origin),
-        ping_interval=args.ping_interval or None)
+        allowed_hosts=tuple(args.allow_host), max_pending_bytes=args.max_pending_bytes,
+        ping_interval=args.ping_interval or None, state_file=args.state_file)
     # A corpus or a mixture: the server takes any DocumentSource. A corpus's read-ahead is small
     # since the server buffers samples itself.
     overrides = {} if args.streams else {"queue_bytes": 16 << 20}

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from hfstream.cli.common import EXIT_SIGINT, EXIT_SIGTERM, run_main
+from hfstream.cli.common import EXIT_SIGINT, EXIT_SIGTERM, help_texts, run_main
 from hfstream.cli.options import add_source_args
 from hfstream.errors import ConfigError
 from hfstream.train.config import config_to_yaml, data_source_keys, load_config
@@ -50,9 +50,8 @@ FLAG_KEYS = {**TRAIN_FLAG_KEYS, **{key: f"data.{key}" for key in data_source_key
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="train-streaming", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(prog="train-streaming", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     **help_texts(__doc__))
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
                         help="config overrides, e.g. model.n_layer=8 optim.learning_rate=3e-4")
     parser.add_argument("--config", help="YAML config (see configs/); default: built-in defaults")

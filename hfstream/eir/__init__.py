@@ -11,7 +11,7 @@ from typing import Any
 
 _EXPORTS = {
     "EirServer": "hfstream.eir.server",
-    "ServerConfig": "hfstream.eir.server",
+    "ServerConfig": "hfstream.eir.config",
     "ServerThread": "hfstream.eir.runner",
     "run_server": "hfstream.eir.runner",
     "EirClient": "hfstream.eir.client",

@@ -63,6 +63,7 @@ class EirClient:
         self.url, self.token, self.timeout, self.worker_id = url, token, timeout, worker_id
         self.max_reply_bytes = max_reply_bytes
         self.num_broadcast_resets = 0  # `reset` notices caused by other clients
+        self.reset_confirmed = False    # the server confirmed a reset of ours (it rewound)
         self.num_bytes_received = 0     # frame bytes, for throughput figures
         self._ws: ClientConnection | None = None
 
@@ -151,12 +152,25 @@ class EirClient:
         return str((reply.get("payload") or {}).get("message", ""))
 
     def reset(self) -> None:
-        """``reset``: rewind the server's stream; waits for both replies EIR waits for."""
+        """``reset``: rewind the server's stream; waits for both replies EIR waits for.
+
+        Sent once, never again: each ``reset`` rewinds the stream for all the server's clients.
+
+        Raises:
+            DataFormatError: a reply is still missing after ``timeout`` seconds (the server breaks
+                the protocol; EIR's client would crash). Not worth a retry, so not a TimeoutError.
+        """
         self._send({"type": "reset", "payload": {}})
+        replies = ("resetConfirmation", "reset")
         seen: set[str] = set()
         deadline = time.monotonic() + self.timeout
-        while seen != {"resetConfirmation", "reset"}:
-            seen.add(self._receive(("resetConfirmation", "reset"), deadline)["type"])
+        while len(seen) < len(replies):
+            try:
+                kind = self._receive(replies, deadline)["type"]
+            except TimeoutError:
+                raise _reset_error(self.url, seen, self.timeout) from None
+            seen.add(kind)
+            self.reset_confirmed = self.reset_confirmed or kind == "resetConfirmation"
 
     def status(self) -> dict[str, Any]:
         return self._exchange({"type": "status", "payload": {}}, ("status",)).get("payload") or {}
@@ -219,6 +233,22 @@ def _decode(frame: str | bytes, url: str) -> dict[str, Any]:
         raise DataFormatError(f"the server at {redact(url)} sent a frame that is not a JSON object: "
                               f"{frame[:80]!r}", "the server does not follow EIR's protocol v1.0")
     return message
+
+
+def _reset_error(url: str, seen: set[str], timeout: float) -> DataFormatError:
+    where = redact(url)
+    if "resetConfirmation" in seen:
+        what = (f"the server at {where} confirmed the reset (resetConfirmation), so its stream was "
+                f"rewound, but it sent no 'reset' broadcast within {timeout:.0f}s")
+    elif "reset" in seen:
+        what = (f"the server at {where} sent the 'reset' broadcast but no resetConfirmation within "
+                f"{timeout:.0f}s")
+    else:
+        what = (f"the server at {where} answered reset with neither resetConfirmation nor a 'reset' "
+                f"broadcast within {timeout:.0f}s")
+    return DataFormatError(what, "the server does not follow EIR's protocol v1.0, which answers reset "
+                                 "with both messages (EIR's own client crashes without either); the "
+                                 "reset is not sent again, since each one rewinds the stream for every client")
 
 
 def _status_error(url: str, status: int, body: bytes | None) -> Exception:

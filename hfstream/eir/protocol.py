@@ -25,7 +25,7 @@ See ``../shared/EIR_PROTOCOL.md`` for how EIR's client uses each message.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Iterator, Literal, Sequence
 
 import orjson
 
@@ -169,13 +169,37 @@ def data_reply(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "data", "payload": samples}
 
 
+def encode_data_reply(output_name: str, samples: Sequence[tuple[str, str]],
+                      piece_bytes: int) -> Iterator[bytes]:
+    """``encode(data_reply(...))`` of ``(sample_id, text)`` pairs, in pieces of about ``piece_bytes``.
+
+    The pieces joined are the whole frame; each ends at a sample boundary, so each is valid
+    UTF-8 by itself. The server sends them as the fragments of one message: a large reply is
+    encoded while it is sent, never held whole in memory.
+    """
+    start, opening = 0, b'{"type":"data","payload":['
+    while True:
+        end, size = start, 0
+        while end < len(samples) and (size < piece_bytes or end == start):
+            size += 2 * len(samples[end][1]) + 100  # each text twice, and the JSON around it
+            end += 1
+        # One orjson call per piece (one per sample is ~7x slower); its brackets are cut off.
+        body = orjson.dumps([sample(output_name, text, sid) for sid, text in samples[start:end]])
+        closing = b"]}" if end == len(samples) else b""
+        yield b"".join((opening, memoryview(body)[1:-1], closing))
+        if closing:
+            return
+        start, opening = end, b","
+
+
 def terminate_reply() -> dict[str, Any]:
     return {"type": "data", "payload": [TERMINATE]}
 
 
-def validation_reply(num_new: int, num_total: int) -> dict[str, Any]:
+def validation_reply(num_ids: int, num_excluded: int) -> dict[str, Any]:
     return {"type": "validationIdsConfirmation",
-            "payload": {"message": f"Received {num_new} validation IDs ({num_total} excluded in all)"}}
+            "payload": {"message": f"Received {num_ids} validation IDs; they replace any earlier set "
+                                   f"({num_excluded} excluded)"}}
 
 
 def reset_confirmation() -> dict[str, Any]:

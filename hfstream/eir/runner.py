@@ -27,10 +27,14 @@ def run_server(source: DocumentSource, config: ServerConfig, name: str = "") -> 
         await server.start()
         t0 = time.monotonic()
         failure = await server.feed.wait_ready()
-        if failure is not None:  # a bad dataset fails the command, not every client's getData
+        if failure is not None:  # no valid sample: a bad dataset fails the command
             await server.stop()
             raise failure
-        log.info("ready: first sample read in %.1fs; Ctrl+C stops", time.monotonic() - t0)
+        if server.feed.status()["source_error"]:
+            log.warning("ready, serving only the samples read before the source failed (see above); "
+                        "Ctrl+C stops")
+        else:
+            log.info("ready: first sample read in %.1fs; Ctrl+C stops", time.monotonic() - t0)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 

@@ -4,131 +4,37 @@ EIR (``eirtrain``) trains from it unchanged: point ``output_source`` at the serv
 server reads any ``DocumentSource`` (a ``HuggingFaceStreamingCorpus``, a mixture) through one
 shared ``SampleFeed``, so every connection receives disjoint samples, and answers the whole
 protocol of ``hfstream.eir.protocol``. Bad clients get an ``error`` reply or a clean close;
-they never take the server or other connections down. ``hfstream.eir.runner`` runs it.
+they never take the server or other connections down. ``hfstream.eir.access`` decides who
+may connect, ``hfstream.eir.replies`` answers ``getData`` (within the memory budget of
+``hfstream.eir.budget``), ``hfstream.eir.state`` keeps validation ids across restarts;
+``hfstream.eir.runner`` runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import hmac
 import itertools
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from hfstream.eir import protocol
+from hfstream.eir.access import AccessPolicy, Refusal, is_loopback
+from hfstream.eir.config import ServerConfig
 from hfstream.eir.feed import SampleFeed
-from hfstream.source.base import DocumentSource
-from hfstream.eir.samples import DEFAULT_SEPARATOR
+from hfstream.eir.replies import Client, DataReplies, send
+from hfstream.eir.state import SavedState, StateFile, StateKeeper, stream_fingerprint
 from hfstream.errors import ConfigError
+from hfstream.source.base import DocumentSource
+
+__all__ = ["EirServer", "ServerConfig"]
 
 log = logging.getLogger("hfstream.eir.server")
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-@dataclass
-class ServerConfig:
-    """How the server listens, what it sends and what it tolerates.
-
-    Args:
-        host: interface to bind; loopback unless told otherwise.
-        port: TCP port (0 picks a free one; see ``EirServer.url``).
-        path: the WebSocket endpoint's path (EIR's tutorial: ``/ws``).
-        output_name: the sequence output's name in ``info`` and in every sample; must match
-            ``output_name`` of the EIR output config.
-        sequence_length: words per sample (chunk mode); 0 sends one sample per document.
-        separator: chunk mode's word between two documents.
-        max_iterations: the stream ends (``["terminate"]``) after this many samples per pass,
-            validation samples included; None streams until the source ends.
-        token: shared secret clients must send as ``?token=`` in the URL or as an
-            ``Authorization: Bearer`` header; None accepts everyone who can reach the port.
-        max_batch_size: largest ``getData`` batch served.
-        max_message_bytes: largest client frame accepted (``setValidationIds`` is the big one).
-        max_connections: further connections are refused with HTTP 503.
-        allowed_origins: browser origins allowed besides the server's own (``*``: any). Requests
-            from other origins get HTTP 403, so a web page cannot read the data.
-        max_validation_ids: most validation ids kept in all.
-        ping_interval: seconds between keepalive pings (None: no pings). Pings never time
-            out: EIR answers them only between training steps.
-        reply_deadline: seconds a ``getData`` waits for a slow source before replying with
-            what it has, or with an ``error`` ("not ready, ask again") when it has nothing.
-        handshake_timeout: seconds a new connection has to send its handshake.
-        max_bad_frames: malformed frames in a row before the connection is closed.
-        buffer_samples: read-ahead bound, in samples; also the stream's first samples kept
-            so that a ``reset`` is answered from memory while the source restarts.
-        buffer_chars: the same two bounds, in characters.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-    path: str = "/ws"
-    output_name: str = "text_output"
-    sequence_length: int = 512
-    separator: str = DEFAULT_SEPARATOR
-    max_iterations: int | None = None
-    token: str | None = None
-    max_batch_size: int = 4096
-    max_message_bytes: int = 4 << 20
-    max_connections: int = 128
-    allowed_origins: tuple[str, ...] = ()
-    max_validation_ids: int = 1_000_000
-    ping_interval: float | None = 20.0
-    reply_deadline: float = 20.0
-    handshake_timeout: float = 30.0
-    max_bad_frames: int = 20
-    buffer_samples: int = 4096
-    buffer_chars: int = 16 << 20
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
-            raise ConfigError(f"port={self.port!r} is not a TCP port",
-                              "pass --port in [1, 65535] (0: any free port)")
-        if not self.path.startswith("/"):
-            raise ConfigError(f"path={self.path!r} must start with '/'", "pass e.g. --path /ws")
-        if not self.output_name:
-            raise ConfigError("output_name is empty",
-                              "pass the EIR output config's output_name, e.g. text_output")
-        for key in ("sequence_length", "max_batch_size", "max_message_bytes", "max_connections",
-                    "max_validation_ids", "max_bad_frames", "buffer_samples", "buffer_chars"):
-            value, low = getattr(self, key), 0 if key == "sequence_length" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}",
-                                  f"pass --{key.replace('_', '-')} >= {low}")
-        limit = self.max_iterations
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ConfigError(f"max_iterations must be a positive integer, got {self.max_iterations!r}",
-                              "pass --max-iterations >= 1, or leave it out to stream without a limit")
-        if self.ping_interval is not None and not self.ping_interval > 0:
-            raise ConfigError(f"ping_interval must be > 0 or None, got {self.ping_interval!r}",
-                              "pass --ping-interval 20 (seconds), or 0 for no pings")
-        if self.token is not None and not self.token:
-            raise ConfigError("the token is empty", "pass a non-empty --token, or none at all")
-
-    @property
-    def mode(self) -> str:
-        if self.sequence_length == 0:
-            return "one sample per document"
-        return f"chunks of {self.sequence_length} words"
-
-
-@dataclass
-class _Client:
-    """Per-connection bookkeeping (for logs and ``status``)."""
-
-    id: int
-    peer: str
-    num_messages: int = 0
-    num_samples: int = 0
-    num_bytes: int = 0
-    bad_in_a_row: int = 0
-    reported_failure: bool = False
 
 
 class EirServer:
@@ -155,13 +61,33 @@ class EirServer:
                                max_samples=c.max_iterations, buffer_samples=c.buffer_samples,
                                buffer_chars=c.buffer_chars, replay_samples=c.buffer_samples,
                                replay_chars=c.buffer_chars)
-        self.validation_ids: set[str] = set()
-        self._clients: dict[ServerConnection, _Client] = {}
+        self.access = AccessPolicy(c.path, c.host, c.token, c.allowed_origins, c.allowed_hosts)
+        self.replies = DataReplies(self.feed, c)
+        self.validation_ids: frozenset[str] = frozenset()
+        self._state = self._open_state_file()
+        self._clients: dict[ServerConnection, Client] = {}
         self._num_handlers = 0
         self._ids = itertools.count(1)
         self._server: Server | None = None
         self._started = 0.0
         self.num_connections = 0
+
+    def _open_state_file(self) -> StateKeeper | None:
+        """Read the state file, if any: the validation ids and the cursor of a previous run."""
+        c = self.config
+        if c.state_file is None:
+            return None
+        stream = stream_fingerprint(self.feed.initial_state, c.sequence_length, c.separator)
+        keeper = StateKeeper(StateFile(c.state_file, stream, self.name),
+                             lambda: SavedState(sorted(self.validation_ids), self.feed.next_position))
+        saved = keeper.file.load_or_create()
+        if saved.validation_ids or saved.position:
+            self.validation_ids = frozenset(saved.validation_ids)
+            self.feed.start_at(saved.position)
+            log.info("state file %s: %d validation ids are left out; the stream resumes at sample %d "
+                     "(the samples before it are read again, not served)", c.state_file,
+                     len(self.validation_ids), saved.position)
+        return keeper
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -174,18 +100,23 @@ class EirServer:
         try:
             self._server = await serve(
                 self._handle, c.host, c.port, process_request=self._check_request,
-                max_size=c.max_message_bytes, max_queue=4, ping_interval=c.ping_interval,
+                max_size=c.max_message_bytes, max_queue=4,
+                ping_interval=None,  # idle connections only: see _next_frame
                 compression=None,  # EIR's client never asks for it; it only costs CPU and memory
                 ping_timeout=None, open_timeout=min(c.handshake_timeout, 10.0), close_timeout=5)
         except OSError as exc:
             raise _bind_error(exc, c.host, c.port) from None
         self.feed.start()
+        if self._state is not None:
+            self._state.start()
         self._started = time.monotonic()
         auth = "token required" if c.token else "no token"
         log.info("serving %s at %s (%s as %r, %s)", self.name, self.url, c.mode, c.output_name, auth)
-        if c.host not in LOOPBACK_HOSTS and not c.token:
+        if not is_loopback(c.host) and not c.token:
             log.warning("listening on %s without a token: anyone who can reach port %d can read the "
-                        "data; pass --token (or HFSTREAM_WS_TOKEN) to require one", c.host, self.port)
+                        "data; pass --token (or HFSTREAM_WS_TOKEN) to require one. Clients must name "
+                        "the server by IP address or as %s, or by a name given with --allow-host",
+                        c.host, self.port, "/".join(sorted(self.access.host_names)))
 
     @property
     def port(self) -> int:
@@ -202,6 +133,8 @@ class EirServer:
     def close(self) -> None:
         """Stop accepting connections and close the open ones (code 1001, going away)."""
         self.feed.stop()  # a getData waiting on the source returns now
+        if self._state is not None:
+            self._state.stop()
         if self._server is not None:
             self._server.close()
 
@@ -219,6 +152,7 @@ class EirServer:
                 task.cancel()
             await server.wait_closed()
         self.feed.close()
+        await self._save_state()
         log.info("stopped after %.0fs: %d samples served over %d connections", time.monotonic() - self._started,
                  self.feed.num_served, self.num_connections)
 
@@ -226,40 +160,20 @@ class EirServer:
         self.close()
         await self.wait_closed()
 
-    # -- HTTP upgrade: path, token, connection cap ----------------------------------------
+    # -- HTTP upgrade: path, Host, Origin, token, connection cap ---------------------------
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        url = urlsplit(request.path)
-        if url.path != self.config.path:
-            return connection.respond(404, f"no WebSocket endpoint at {url.path}; "
-                                           f"connect to {self.config.path}\n")
-        origin = request.headers.get("Origin")
-        allowed = self.config.allowed_origins
-        if (origin is not None and urlsplit(origin).netloc != request.headers.get("Host")
-                and origin not in allowed and "*" not in allowed):
-            # A web page the user visits could otherwise read the data (cross-site WebSocket
-            # hijacking). Non-browser clients send no Origin, or their own host as EIR's does.
-            log.warning("refused %s: cross-origin request from %s", _peer(connection), origin[:100])
-            return connection.respond(403, "cross-origin WebSocket connections are refused (see the "
-                                           "server's --allow-origin)\n")
-        token = self.config.token
-        if token is not None:
-            given = parse_qs(url.query).get("token", [""])[0]
-            auth = request.headers.get("Authorization", "")
-            if not given and auth.lower().startswith("bearer "):
-                given = auth[7:].strip()
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                log.debug("refused %s: %s token", _peer(connection), "wrong" if given else "no")
-                return connection.respond(401, "this server needs a token: add ?token=... to the URL "
-                                               "or send 'Authorization: Bearer ...'\n")
-        if self._num_handlers >= self.config.max_connections:
-            log.warning("refused %s: %d connections open (--max-connections)", _peer(connection),
-                        self._num_handlers)
-            return connection.respond(503, "too many connections\n")
-        return None
+        refusal = self.access.check(request.path, request.headers)
+        if refusal is None and self._num_handlers >= self.config.max_connections:
+            refusal = Refusal(503, "too many connections\n",
+                              f"{self._num_handlers} connections open (--max-connections)")
+        if refusal is None:
+            return None
+        log.warning("refused %s: %s (HTTP %d)", _peer(connection), refusal.reason, refusal.status)
+        return connection.respond(refusal.status, refusal.body)
 
     # -- one connection -------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
-        client = _Client(next(self._ids), _peer(ws))
+        client = Client(next(self._ids), _peer(ws))
         self._num_handlers += 1
         self.num_connections += 1
         log.debug("connection %d from %s opened", client.id, client.peer)
@@ -279,7 +193,7 @@ class EirServer:
                       client.id, client.peer, ws.close_code, client.num_messages, client.num_samples,
                       client.num_bytes / 1e6)
 
-    async def _handshake(self, ws: ServerConnection, client: _Client) -> bool:
+    async def _handshake(self, ws: ServerConnection, client: Client) -> bool:
         c = self.config
         try:
             frame = await asyncio.wait_for(ws.recv(), c.handshake_timeout)
@@ -298,20 +212,21 @@ class EirServer:
         if request.version != protocol.PROTOCOL_VERSION:
             return await self._refuse(ws, client, f"Incompatible protocol version: the client speaks "
                                       f"{request.version}, this server {protocol.PROTOCOL_VERSION}")
-        await self._send(ws, client, protocol.handshake_reply())
+        await send(ws, client, protocol.handshake_reply())
         log.debug("connection %d: handshake (worker_id %s)", client.id, request.payload.get("worker_id",
                                                                                               "-"))
         return True
 
-    async def _refuse(self, ws: ServerConnection, client: _Client, message: str) -> bool:
+    async def _refuse(self, ws: ServerConnection, client: Client, message: str) -> bool:
         log.debug("connection %d from %s refused: %s", client.id, client.peer, message.splitlines()[0])
-        await self._send(ws, client, protocol.error_reply(message))
+        await send(ws, client, protocol.error_reply(message))
         await ws.close(1008, "handshake failed")
         return False
 
-    async def _serve_messages(self, ws: ServerConnection, client: _Client) -> None:
+    async def _serve_messages(self, ws: ServerConnection, client: Client) -> None:
         c = self.config
-        async for frame in ws:
+        while True:
+            frame = await self._next_frame(ws)
             client.num_messages += 1
             try:
                 request = protocol.parse_request(frame, max_batch_size=c.max_batch_size,
@@ -319,7 +234,7 @@ class EirServer:
             except protocol.RequestError as exc:
                 client.bad_in_a_row += 1
                 log.debug("connection %d: bad frame: %s", client.id, exc.message)
-                await self._send(ws, client, protocol.error_reply(str(exc)))
+                await send(ws, client, protocol.error_reply(str(exc)))
                 if client.bad_in_a_row >= c.max_bad_frames:
                     await ws.close(1008, f"{client.bad_in_a_row} malformed messages in a row")
                     return
@@ -327,70 +242,60 @@ class EirServer:
             client.bad_in_a_row = 0
             await self._dispatch(ws, client, request)
 
-    async def _dispatch(self, ws: ServerConnection, client: _Client, request: protocol.Request) -> None:
+    async def _next_frame(self, ws: ServerConnection) -> str | bytes:
+        """The client's next frame; a ping each ``ping_interval`` seconds it stays silent.
+
+        Only an idle connection is pinged (nothing is being answered): a ping restarts the
+        socket timeout of a client waiting for a reply (EIR's 30 s), so pinging it then would
+        turn a missing reply into a wait without end.
+        """
+        while True:
+            try:  # websockets' recv() may be cancelled without losing a frame
+                return await asyncio.wait_for(ws.recv(), self.config.ping_interval)
+            except asyncio.TimeoutError:
+                await ws.ping()  # the pong is never awaited: EIR answers only inside recv()
+
+    async def _dispatch(self, ws: ServerConnection, client: Client, request: protocol.Request) -> None:
         kind = request.type
         if kind == "getData":
-            await self._send_data(ws, client, request.batch_size)
+            await self.replies.answer(ws, client, request.batch_size, self.validation_ids)
         elif kind == "heartbeat":
-            await self._send(ws, client, protocol.heartbeat_reply())
+            await send(ws, client, protocol.heartbeat_reply())
         elif kind == "getInfo":
-            await self._send(ws, client, protocol.info_reply(self.config.output_name))
+            await send(ws, client, protocol.info_reply(self.config.output_name))
         elif kind == "setValidationIds":
             await self._set_validation_ids(ws, client, request.validation_ids)
         elif kind == "reset":
             await self._reset(ws, client)
         elif kind == "status":
-            await self._send(ws, client, protocol.status_reply(self.status()))
+            await send(ws, client, protocol.status_reply(self.status()))
         elif kind == "handshake":  # a repeated handshake is harmless: answer it again
             reply = (protocol.handshake_reply() if request.version == protocol.PROTOCOL_VERSION else
                      protocol.error_reply(f"Incompatible protocol version {request.version}"))
-            await self._send(ws, client, reply)
+            await send(ws, client, reply)
 
-    async def _send_data(self, ws: ServerConnection, client: _Client, batch_size: int) -> None:
-        taken = await self.feed.take(batch_size, self.validation_ids, self.config.reply_deadline)
-        if taken.samples:
-            name = self.config.output_name
-            samples = [protocol.sample(name, text, sid) for sid, text in taken.samples]
-            client.num_samples += len(samples)
-            await self._send(ws, client, protocol.data_reply(samples))
-        elif taken.error is not None and not client.reported_failure:
-            client.reported_failure = True  # once; then the stream is over (terminate) until a reset
-            await self._send(ws, client, protocol.error_reply(
-                f"the data source failed: {taken.error}\nHINT: see the server's log; send reset to retry"))
-        elif taken.ended:
-            log.debug("connection %d: end of stream at position %d: terminate", client.id,
-                      self.feed.next_position)
-            await self._send(ws, client, protocol.terminate_reply())
-        else:
-            await self._send(ws, client, protocol.error_reply(
-                f"no sample was ready within {self.config.reply_deadline:.0f}s (the source is slow or "
-                "still starting); ask again"))
+    async def _set_validation_ids(self, ws: ServerConnection, client: Client, ids: list[str]) -> None:
+        """The ids replace the previous set: EIR sends its whole set once per run, so a long-lived
+        server does not carry one run's ids into the next (EIR's tutorial server does the same)."""
+        previous, self.validation_ids = len(self.validation_ids), frozenset(ids)
+        log.info("connection %d: %d validation ids received; they replace the previous set of %d and are "
+                 "left out of every batch%s", client.id, len(self.validation_ids), previous,
+                 f" (kept in {self.config.state_file})" if self._state else " until the next "
+                 "setValidationIds or a restart (--state-file keeps them across restarts)")
+        await self._save_state()  # before confirming: a crash after the confirmation keeps them
+        await send(ws, client, protocol.validation_reply(len(ids), len(self.validation_ids)))
 
-    async def _set_validation_ids(self, ws: ServerConnection, client: _Client, ids: list[str]) -> None:
-        room = self.config.max_validation_ids - len(self.validation_ids)
-        new = set(ids) - self.validation_ids
-        if len(new) > room:
-            await self._send(ws, client, protocol.error_reply(
-                f"setValidationIds: {len(new):,} new ids would exceed the server's limit of "
-                f"{self.config.max_validation_ids:,}\nHINT: restart the server with a larger "
-                "--max-validation-ids, or use fewer validation samples"))
-            return
-        self.validation_ids |= new
-        log.info("connection %d: %d validation ids received (%d excluded in all)", client.id, len(ids),
-                 len(self.validation_ids))
-        await self._send(ws, client, protocol.validation_reply(len(ids), len(self.validation_ids)))
-
-    async def _reset(self, ws: ServerConnection, client: _Client) -> None:
+    async def _reset(self, ws: ServerConnection, client: Client) -> None:
         self.feed.rewind()
-        for c in self._clients.values():
-            c.reported_failure = False
+        await self._save_state()
         log.info("connection %d: reset: the stream starts again at sample 0 (%d resets)", client.id,
                  self.feed.num_rewinds)
-        await self._send(ws, client, protocol.reset_confirmation())
+        await send(ws, client, protocol.reset_confirmation())
         note = protocol.encode(protocol.reset_broadcast())
-        await self._send_bytes(ws, client, note)  # the requester waits for it: never skipped
+        await send(ws, client, note)  # the requester waits for it: never skipped
         # Others get it without backpressure: a stalled client must not hold this one up.
-        broadcast([other for other in self._clients if other is not ws], note, text=True)
+        broadcast([other for other, info in self._clients.items() if other is not ws and not info.fragmenting],
+                  note, text=True)
 
     def status(self) -> dict[str, Any]:
         c = self.config
@@ -398,18 +303,15 @@ class EirServer:
                                   "validation_ids_count": len(self.validation_ids),
                                   "mode": "documents" if c.sequence_length == 0 else "chunks",
                                   "sequence_length": c.sequence_length, "output_name": c.output_name,
-                                  **self.feed.status()}
+                                  "pending_reply_bytes": self.replies.budget.used, **self.feed.status()}
         if c.max_iterations is not None:
             status["max_iterations"] = c.max_iterations
             status["remaining_iterations"] = max(0, c.max_iterations - self.feed.next_position)
         return status
 
-    async def _send(self, ws: ServerConnection, client: _Client, message: dict[str, Any]) -> None:
-        await self._send_bytes(ws, client, protocol.encode(message))
-
-    async def _send_bytes(self, ws: ServerConnection, client: _Client, data: bytes) -> None:
-        client.num_bytes += len(data)
-        await ws.send(data, text=True)
+    async def _save_state(self) -> None:
+        if self._state is not None:
+            await self._state.save()
 
 
 def _peer(connection: ServerConnection) -> str:

@@ -160,7 +160,9 @@ class WorkerProcess:
                 except orjson.JSONDecodeError:
                     pass
             self._stderr_tail.append(line)
-            level = logging.WARNING if (" WARNING:" in line or " ERROR:" in line) else logging.DEBUG
+            # Warnings (retries, restarts) are for the user; an error also arrives as a protocol
+            # message that the parent raises with its hint, so its log line stays at debug level.
+            level = logging.WARNING if " WARNING:" in line else logging.DEBUG
             log.log(level, "%s", line)
 
     def stderr_tail(self) -> str:

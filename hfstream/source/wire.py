@@ -28,6 +28,8 @@ from typing import Any
 
 import orjson
 
+from hfstream.errors import HfStreamError
+
 PROTOCOL_VERSION = 1
 
 #: The message kinds, by their distinguishing key.
@@ -67,5 +69,6 @@ def batch_message(texts: list[str], epoch: int, rows: list[int], end: int) -> di
 
 def error_message(exc: BaseException) -> dict[str, Any]:
     """Build the structured error sent before a non-zero exit."""
-    return {"error": {"type": type(exc).__name__, "message": getattr(exc, "message", str(exc)),
-                      "hint": getattr(exc, "hint", None)}}
+    if isinstance(exc, HfStreamError):
+        return {"error": {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}}
+    return {"error": {"type": type(exc).__name__, "message": str(exc), "hint": None}}

@@ -73,18 +73,22 @@ SELF_CHECK_TEXTS: tuple[str, ...] = (
 )
 
 
-def default_threads() -> int:
-    """Tokenizer threads for one process: its usable CPUs (affinity, e.g. ``taskset``), shared
-    fairly between the ranks torchrun starts on this machine (``LOCAL_WORLD_SIZE``)."""
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, e.g. under ``taskset``), else all of them."""
     try:
-        cpus = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """Tokenizer threads for one process: its usable CPUs, shared fairly between the ranks
+    torchrun starts on this machine (``LOCAL_WORLD_SIZE``)."""
     try:
         ranks = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
     except ValueError:
         ranks = 1
-    return max(cpus // ranks, 1)
+    return max(usable_cpus() // ranks, 1)
 
 
 def load_tokenizer(spec: str | os.PathLike[str] | Tokenizer) -> Tokenizer:

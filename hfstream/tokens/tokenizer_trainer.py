@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from hfstream.errors import ConfigError, EmptyDatasetError
+from hfstream.progress import progress_bar
 from hfstream.source.heldout import read_head, text_id
 from hfstream.sources import open_source
 from hfstream.rundir import atomic_write_text, prepared_output_dir
@@ -153,8 +154,6 @@ def train_from_corpus(corpus: Any, max_samples: int | None, vocab_size: int, *, 
     Raises:
         EmptyDatasetError: the stream gave no document to train on.
     """
-    from hfstream.progress import progress_bar
-
     start = time.perf_counter()
     with progress_bar(total=max_samples, unit="doc", unit_scale=True, disable=not progress,
                       desc="tokenizer", smoothing=0.1, dynamic_ncols=True) as bar:

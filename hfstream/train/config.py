@@ -15,6 +15,8 @@ errors that name the closest valid key are :mod:`hfstream.typed_config`'s.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,8 @@ from hfstream.errors import ConfigError
 from hfstream.mixing.streams import sorted_streams
 from hfstream.source.spec import PLACEMENT_FIELDS, source_options
 from hfstream.typed_config import Schema
+
+log = logging.getLogger("hfstream.config")
 
 
 @dataclass
@@ -229,10 +233,51 @@ SECTIONS: dict[str, type] = SCHEMA.sections
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Read a YAML config (or start from the defaults) and apply ``section.key`` overrides.
 
+    ``path`` may also name an example config shipped with hfstream: ``tiny``, ``tiny.yaml`` or
+    ``configs/tiny.yaml`` from any directory (see :func:`find_config`).
+
     Raises:
         ConfigError: missing or unparsable file, unknown key, wrong type, out-of-range value.
     """
-    return SCHEMA.load(path, overrides)
+    return SCHEMA.load(None if path is None else find_config(path), overrides)
+
+
+def example_configs_dir() -> Path | None:
+    """Where the example configs are: inside the installed package, or the checkout's configs/."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "configs", package.parent / "configs"):
+        if (candidate / "tiny.yaml").is_file():
+            return candidate
+    return None
+
+
+def example_configs() -> list[str]:
+    """The names of the example configs shipped with hfstream (``tiny``, ``gpt2-small``, ...)."""
+    where = example_configs_dir()
+    return sorted(p.stem for p in where.glob("*.yaml")) if where is not None else []
+
+
+def find_config(path: str | Path) -> Path:
+    """``path`` itself when it exists; else the shipped example config it names (``tiny``,
+    ``tiny.yaml``, ``configs/tiny.yaml``), so the README's commands work from any directory.
+
+    Raises:
+        ConfigError: neither a file nor an example name; the hint lists the examples.
+    """
+    given = Path(path).expanduser()
+    if given.is_file():
+        return given
+    name = given.name[:-5] if given.name.endswith(".yaml") else given.name
+    where = example_configs_dir()
+    if where is not None and (where / f"{name}.yaml").is_file() and given.parent in (Path("."), Path("configs")):
+        log.info("using the example config shipped with hfstream: %s", where / f"{name}.yaml")
+        return where / f"{name}.yaml"
+    if given.parent == Path(".") and not given.suffix:
+        close = difflib.get_close_matches(name, example_configs(), n=1)
+        raise ConfigError(f"{str(path)!r} is neither a config file nor an example config",
+                          (f"did you mean {close[0]!r}? " if close else "") + "the examples shipped with "
+                          f"hfstream: {', '.join(example_configs()) or 'none'}, or pass the path of a YAML file")
+    return given  # read_yaml says it does not exist, suggesting near names
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:

@@ -303,8 +303,9 @@ class Run:
         if not self.ddp.is_main:
             return
         self.metrics.write(record)
-        self.bar.set_postfix_str(f"loss {record['loss']:.3f} | {record['tokens_per_s']:,.0f} tok/s "
-                                 f"| data wait {record['data_wait_pct']:.1f}%", refresh=False)
+        # The step the figures belong to: a log line may come after a few steps without a new window.
+        self.bar.set_postfix_str(f"step {self.step}: loss {record['loss']:.3f} | {record['tokens_per_s']:,.0f} "
+                                 f"tok/s | data wait {record['data_wait_pct']:.1f}%", refresh=False)
         if self.bar.disable:
             log.info("step %d/%d: loss %.4f, lr %.2e, %s tok/s, data wait %.1f%%", self.step, t.max_steps,
                      record["loss"], lr, f"{record['tokens_per_s']:,.0f}", record["data_wait_pct"])

@@ -17,6 +17,7 @@ from hfstream.source import wire as protocol
 from hfstream.errors import DataFormatError, EmptyDatasetError, HfStreamError
 from hfstream.source.resolve import Resolved, resolve
 from hfstream.source.spec import SourceSpec
+from hfstream.worker import fast, hf
 from hfstream.worker.rows import Chunks, local_shard_rows
 
 log = logging.getLogger("hfstream.worker")
@@ -161,8 +162,6 @@ def _raise_empty(num_rows: int, skipped: Counter, spec: SourceSpec) -> None:
 
 def make_opener(spec: SourceSpec, resolved: Resolved) -> tuple[str, Opener]:
     """Pick the reader (fast, datasets or ws) and return (its name, an opener of shard rows)."""
-    from hfstream.worker import fast
-
     if resolved.kind == "ws":
         from hfstream.worker import ws
 
@@ -175,8 +174,6 @@ def make_opener(spec: SourceSpec, resolved: Resolved) -> tuple[str, Opener]:
                                 "use reader='auto' or 'datasets' for this format")
         if fast_reader is not None and spec.reader != "datasets":
             return "fast", lambda e, r: local_shard_rows(resolved.files, spec, e, r, fast_reader)
-    from hfstream.worker import hf
-
     if resolved.kind in ("local", "remote"):  # files or URLs, read by datasets/fsspec
         return "datasets", lambda e, r: hf.local_rows(resolved.files, resolved.format, spec, e, r)
     return "datasets", lambda e, r: hf.hub_rows(spec, e, r)
