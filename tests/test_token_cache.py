@@ -10,7 +10,7 @@ import torch
 
 from conftest import make_texts, write_parquet
 from hfstream import StreamingTextDataLoader
-from hfstream.tokens.cache import TokenCache
+from hfstream.source.token_cache import TokenCache
 from hfstream.tokens.encoder import TextEncoder
 
 B, T = 2, 32
@@ -138,7 +138,7 @@ def test_concurrent_writers_of_the_same_stream_are_safe(data, encoder, tmp_path)
 
 
 def test_the_budget_evicts_the_least_recently_used_chunks(tmp_path):
-    from hfstream.tokens.cache import ChunkName
+    from hfstream.source.token_cache import ChunkName
 
     docs = [np.arange(100, dtype=np.uint32)] * 2
     size = TokenCache(tmp_path / "probe").write("s", ChunkName(0, 2, True), [0, 1], docs)

@@ -53,7 +53,7 @@ def run_cache(args: argparse.Namespace) -> dict[str, Any]:
 
 def mmap_ceiling(directory: Path, batch_size: int, seq_len: int, epochs: int) -> dict[str, Any]:
     """The bare read: every cached chunk memory-mapped, cut into (B, T+1) int64 rows, ``epochs`` times."""
-    from hfstream.tokens.cache import ChunkName, TokenCache
+    from hfstream.source.token_cache import ChunkName, TokenCache
 
     cache = TokenCache(directory)
     t0 = time.perf_counter()

@@ -18,7 +18,7 @@ import argparse
 
 import orjson
 
-from hfstream.tokens.cache import TokenCache
+from hfstream.source.token_cache import TokenCache
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -23,7 +23,7 @@ from hfstream.loader.row_mixer import RowMixer
 from hfstream.loader.workers import WorkerProducer
 from hfstream.source.base import DocumentSource
 from hfstream.sources import mixture_spec, open_source
-from hfstream.tokens.cache import TokenCache
+from hfstream.source.token_cache import TokenCache
 from hfstream.tokens.encoder import TextEncoder
 
 __all__ = ["Batch", "Rows", "StreamingTextDataLoader", "rows_to_batch"]

@@ -29,7 +29,7 @@ from hfstream.loader.packing import TokenPacker
 from hfstream.loader.plain import pack_many, unpack_many
 from hfstream.loader.shuffle import ShuffleBuffer
 from hfstream.source.base import DocBatch, DocumentSource, Ref, require_keys
-from hfstream.tokens.cache import TOKEN_DTYPE, TokenCache
+from hfstream.source.token_cache import TOKEN_DTYPE, TokenCache
 from hfstream.tokens.jobs import EncodeJob
 
 STATE_VERSION = 2             # 2: compact (refs) or token form, plain data only; 1 (numpy arrays) still loads

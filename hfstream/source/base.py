@@ -31,7 +31,7 @@ from hfstream.errors import ConfigError, StateError
 if TYPE_CHECKING:
     import numpy as np
 
-    from hfstream.tokens.cache import TokenCache
+    from hfstream.source.token_cache import TokenCache
 
 #: a document's ref: ``(epoch, shard row)``, where a seekable source finds it again
 Ref = tuple[int, int]

@@ -13,7 +13,7 @@ from hfstream.source.base import DocumentSource, TokenDocuments, require_keys
 from hfstream.source.process import WorkerProcess
 from hfstream.source.resolve import resolve
 from hfstream.source.spec import SourceSpec, make_spec
-from hfstream.tokens.cached import CachedCorpus, stream_identity
+from hfstream.source.cached import CachedCorpus, stream_identity
 
 log = logging.getLogger("hfstream.source.corpus")
 STATE_VERSION = 1

@@ -26,9 +26,9 @@ from hfstream.errors import StateError
 from hfstream.source.base import DocBatch, Ref, TokenDocuments
 from hfstream.source.resolve import Resolved
 from hfstream.source.spec import SourceSpec
-from hfstream.tokens.cache import TOKEN_DTYPE, Chunk, ChunkName, TokenCache
+from hfstream.source.token_cache import TOKEN_DTYPE, Chunk, ChunkName, TokenCache
 
-log = logging.getLogger("hfstream.tokens.cached")
+log = logging.getLogger("hfstream.source.cached")
 KEY_VERSION = 1
 CHUNK_TOKENS = 4 << 20        # tokens per chunk written (16 MB)
 DOCS_PER_BATCH = 256          # documents per batch read from the cache

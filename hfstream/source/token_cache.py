@@ -1,7 +1,7 @@
 """The token cache on disk: chunks of documents' token ids, written atomically, read memory-mapped, evicted least recently used.
 
 Layout: ``ROOT/<stream key>/<row_start>-<row_end>-<c|e>.tok``. A *stream key* names one shard's
-document stream as a worker reads it, under one tokenizer (:mod:`hfstream.tokens.cached` makes
+document stream as a worker reads it, under one tokenizer (:mod:`hfstream.source.cached` makes
 it); a *chunk* holds the documents whose shard rows lie in ``[row_start, row_end)`` of an
 epoch of that stream, ``e`` marking a chunk that ends its epoch. A chunk file is::
 
@@ -34,7 +34,7 @@ import numpy as np
 
 from hfstream.errors import ConfigError
 
-log = logging.getLogger("hfstream.tokens.cache")
+log = logging.getLogger("hfstream.source.token_cache")
 MAGIC = b"HFSTOK1\n"
 SUFFIX = ".tok"
 DEFAULT_BUDGET = 16 << 30          # bytes on disk before the least recently used chunks go
