@@ -20,6 +20,7 @@ roles so that torch's order matches the fixed one and nothing needs holding.
 from __future__ import annotations
 
 import collections
+import logging
 from typing import Any, Iterator
 
 import numpy as np
@@ -32,6 +33,7 @@ from hfstream.loader.pipeline import TokenPipeline, derive_seed
 from hfstream.source.base import DocumentSource, require_keys
 from hfstream.sources import open_source
 
+log = logging.getLogger("hfstream.loader.workers")
 GROUP_BYTES = 1 << 20   # rows per item sent from a DataLoader worker (int64 bytes)
 
 
@@ -253,6 +255,9 @@ class WorkerProducer:
 
     def start(self) -> None:
         if self._items is None:
+            # The tokenizer's backend is chosen here, once: the workers inherit the choice (instead
+            # of each building the tiktoken twin), and a fork never copies a choice half made.
+            log.debug("DataLoader workers tokenize with the %s backend", self.dataset.tokenizer.backend)
             # as_is: items are tensors already (and anchor states plain data): nothing to convert.
             # Batches are pinned one by one in next_batch (a group's slices would not stay pinned).
             self._items = iter(DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
