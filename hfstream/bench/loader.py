@@ -125,21 +125,23 @@ def run_state(args: argparse.Namespace) -> dict[str, Any]:
 def state_figures(args: argparse.Namespace, after: int = 200) -> dict[str, Any]:
     """State size after ``after`` batches, and the time to restore it and get the next batch."""
     import pickle
+    import tempfile
 
     from hfstream.loader.loader import StreamingTextDataLoader
 
-    with StreamingTextDataLoader(args.dataset, args.tokenizer, args.batch_size, args.seq_len,
-                                 epochs=None) as loader:
-        for _, _batch in zip(range(after), loader):
-            pass
-        state = loader.state_dict()
-    size = len(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
-    t0 = time.perf_counter()
-    with StreamingTextDataLoader(args.dataset, args.tokenizer, args.batch_size, args.seq_len,
-                                 epochs=None) as loader:
-        loader.load_state_dict(state)
-        next(iter(loader))
-        restore = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as cache:  # a cache of this run only: what it wrote before the state
+        with StreamingTextDataLoader(args.dataset, args.tokenizer, args.batch_size, args.seq_len,
+                                     epochs=None, token_cache=cache) as loader:
+            for _, _batch in zip(range(after), loader):
+                pass
+            state = loader.state_dict()
+        size = len(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+        t0 = time.perf_counter()
+        with StreamingTextDataLoader(args.dataset, args.tokenizer, args.batch_size, args.seq_len,
+                                     epochs=None, token_cache=cache) as loader:
+            loader.load_state_dict(state)
+            next(iter(loader))
+            restore = time.perf_counter() - t0
     return {"state_mb": round(size / 1e6, 2), "restore_s": round(restore, 3),
             "buffer_docs_in_state": len(state["pipeline"]["buffer"]["refs"]) // 2}
 
