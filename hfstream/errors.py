@@ -38,6 +38,10 @@ class OfflineError(HfStreamError, ConnectionError):
     """A hub dataset was asked for but the Hugging Face hub cannot be reached."""
 
 
+class AuthError(HfStreamError, PermissionError):
+    """A remote store refused the credentials (HTTP 401/403): a missing, invalid or expired token."""
+
+
 class StateError(HfStreamError, ValueError):
     """A state dict that does not belong to this object (other dataset, version or settings)."""
 
@@ -65,7 +69,7 @@ class WorkerError(HfStreamError, RuntimeError):
 ERROR_TYPES: dict[str, type[HfStreamError]] = {
     cls.__name__: cls
     for cls in (HfStreamError, ConfigError, DatasetNotFoundError, DataFormatError,
-                EmptyDatasetError, OfflineError, StateError, WorkerError)
+                EmptyDatasetError, OfflineError, AuthError, StateError, WorkerError)
 }
 
 

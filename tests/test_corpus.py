@@ -11,7 +11,7 @@ import pytest
 
 from conftest import make_texts, read_all, write_jsonl, write_parquet
 from hfstream import HuggingFaceStreamingCorpus
-from hfstream.errors import StateError, WorkerError
+from hfstream.errors import ConfigError, StateError, WorkerError
 
 
 def _pid_alive(pid: int) -> bool:
@@ -38,7 +38,8 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 
 # -- sharding -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("num_shards,shard_by", [(2, "auto"), (4, "files"), (3, "auto"), (2, "rows")])
+@pytest.mark.parametrize("num_shards,shard_by", [(2, "auto"), (4, "files"), (3, "auto"), (2, "rows"),
+                                                  (3, "row_groups")])
 def test_shards_are_disjoint_and_cover_the_dataset(parquet_dir, num_shards, shard_by):
     directory, texts = parquet_dir
     shards = [read_all(str(directory), shard=k, num_shards=num_shards, shard_by=shard_by)
@@ -56,6 +57,30 @@ def test_seeded_file_order_changes_per_epoch_but_is_reproducible(parquet_dir):
     epochs = [run[100 * e:100 * (e + 1)] for e in range(3)]
     assert all(sorted(e) == sorted(texts) for e in epochs)
     assert len({tuple(e) for e in epochs}) > 1  # the file order differs between epochs
+
+
+def test_row_group_sharding_needs_parquet(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in make_texts(20)])
+    with pytest.raises(ConfigError, match="shard_by='row_groups' needs parquet"):
+        read_all(str(path), shard=0, num_shards=2, shard_by="row_groups")
+
+
+def test_a_state_from_before_row_group_sharding_resumes_as_it_was_read(parquet_dir):
+    """Before row groups, "auto" over 4 files and 3 shards meant "rows": an old state keeps that meaning."""
+    directory, _ = parquet_dir
+    options = dict(shard=1, num_shards=3, batch_size=4)
+    rows_run = read_all(str(directory), shard_by="rows", **options)
+    with HuggingFaceStreamingCorpus(str(directory), shard_by="rows", **options) as corpus:
+        stream = corpus.stream()
+        head = [next(stream) for _ in range(10)]
+        state = corpus.state_dict()
+    old = {k: v for k, v in state.items() if k not in ("shard_mode", "revision")}  # the old state's keys
+    with HuggingFaceStreamingCorpus(str(directory), **options) as auto:
+        old["fingerprint"] = auto.fingerprint()  # saved by an "auto" corpus
+        auto.load_state_dict(old)
+        assert head + list(auto.stream()) == rows_run
+        assert auto.state_dict()["shard_mode"] == "rows"
+    assert read_all(str(directory), **options) != rows_run  # a new "auto" run shards by row group
 
 
 def test_repeat_forever_and_max_samples(tmp_path):
@@ -137,7 +162,9 @@ def test_kill_9_of_the_worker_k_times_loses_and_repeats_nothing(tmp_path):
 
 
 def test_sigstopped_worker_is_killed_by_the_watchdog_and_replaced(tmp_path):
-    texts = make_texts(200)
+    # 4 kB documents, as in the kill -9 test: when it is stopped, the worker cannot have sent them all
+    # already (the pipe and the reader's 1 MB buffer hold less than what is left).
+    texts = [t + " " + "x" * 4000 for t in make_texts(400)]
     write_parquet(tmp_path / "d.parquet", texts, row_group_size=10)
     got = []
     with HuggingFaceStreamingCorpus(str(tmp_path), batch_size=8, queue_bytes=1024,

@@ -104,18 +104,21 @@ def test_corpus_reads_the_hub_repo_through_the_worker(hub, fineweb, tmp_path, mo
 
 def test_corpus_survives_a_body_cut_mid_file(hub, fineweb, tmp_path, monkeypatch):
     _, repo = fineweb
-    size = (repo.root / repo.data_files[1]).stat().st_size
-    rule = hub.cut(repo.data_files[1] + "$", after_bytes=size // 3)  # the footer read is shorter: not cut
+    parquet = pq.ParquetFile(repo.root / repo.data_files[1])
+    cut_at = chunk_span(parquet, 1)[1] // 2  # half of a row group's text column; the footer read is shorter
+    rule = hub.cut(repo.data_files[1] + "$", after_bytes=cut_at)
     for key, value in {**hub.env(), "HF_HOME": str(tmp_path / "hf")}.items():
         monkeypatch.setenv(key, value)
     from hfstream import HuggingFaceStreamingCorpus
 
     with HuggingFaceStreamingCorpus(FINEWEB_REPO_ID, name="sample-10BT") as corpus:
         assert digests(corpus.stream()) == digests(repo.texts())
-    reads = [r for r in hub.log if r.path.endswith(repo.data_files[1]) and r.body_bytes > FOOTER_READ]
-    # HfFileSystemFile's range GET is retried by http_backoff (RemoteProtocolError, 1 s) from its start.
-    assert rule.hits == 1 and [r.body_bytes for r in reads] == [size // 3, reads[1].body_bytes]
-    assert reads[0].range == reads[1].range
+    cut = next(r for r in hub.log if r.path.endswith(repo.data_files[1]) and r.body_bytes == cut_at)
+    again = [r for r in hub.log if r.range == cut.range and r.path == cut.path]
+    # The worker reads one row group's column chunk per range GET; the cut one is read again whole
+    # (HfFileSystemFile's http_backoff retries RemoteProtocolError from its start).
+    assert rule.hits == 1 and [r.body_bytes for r in again] == [cut_at, int(cut.range.split("-")[1]) -
+                                                                int(cut.range.split("=")[1].split("-")[0]) + 1]
 
 
 def test_hffs_reads_a_footer_and_one_row_group_by_range(hub, fs, fineweb):

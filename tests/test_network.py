@@ -101,21 +101,23 @@ def test_missing_remote_file_is_a_clear_error(serve):
 
 
 def test_a_transient_error_mid_stream_reopens_at_the_same_row(tmp_path):
-    """The worker's retry wrapper around a real parquet reader, with a reset after two chunks."""
+    """The worker's retry wrapper around the real parquet reader, with a reset after two chunks."""
     from conftest import make_texts, write_parquet
     from hfstream.source.spec import SourceSpec
-    from hfstream.worker.fast import read_parquet
     from hfstream.worker.main import retrying
-    from hfstream.worker.rows import local_shard_rows
+    from hfstream.worker.row_groups import RowGroupReader, layouts
+    from hfstream.worker.rows import piece_shard_rows
 
     texts = make_texts(100)
     path = str(write_parquet(tmp_path / "d.parquet", texts, row_group_size=10))
     spec = SourceSpec(path)
+    file_layouts = layouts([path])
+    read = RowGroupReader([path], file_layouts, spec, read_ahead=True)
     opened = []
 
     def flaky_opener(epoch, start):
         opened.append(start)
-        for n, chunk in enumerate(local_shard_rows([path], spec, epoch, start, read_parquet)):
+        for n, chunk in enumerate(piece_shard_rows([file_layouts[0]["rows"]], spec, epoch, start, "files", read)):
             if len(opened) == 1 and n == 2:
                 raise ConnectionResetError("connection reset by peer")
             yield chunk

@@ -11,7 +11,7 @@ from typing import Callable
 
 #: benchmark name -> module with ``main(argv) -> int`` (imported only when run)
 BENCHMARK_MODULES = {"corpus": "hfstream.bench.corpus", "loader": "hfstream.bench.loader",
-                     "serve": "hfstream.bench.serve"}
+                     "serve": "hfstream.bench.serve", "remote": "hfstream.bench.remote"}
 
 
 def _runner(module: str) -> Callable[[list[str]], int]:

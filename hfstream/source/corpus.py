@@ -22,15 +22,16 @@ STATE_VERSION = 1
 class HuggingFaceStreamingCorpus(DocumentSource):
     """A resumable stream of document texts read by a long-lived worker subprocess.
 
-    The worker reads the dataset (``datasets.load_dataset(streaming=True)``, or a fast reader
-    for local files that yields the same documents) and sends batches over a pipe; a reader
+    The worker reads the dataset (fast readers for parquet, JSON lines and text, local or
+    remote: hub ids, ``hf://``, ``s3://``, ``gs://``, ``https://``; ``datasets.load_dataset(
+    streaming=True)`` for the rest, with the same documents) and sends batches over a pipe; a reader
     thread keeps a queue bounded in bytes full. If the worker crashes, hangs (silent for
     ``watchdog_timeout`` seconds, e.g. SIGSTOP'd) or writes a malformed line, a new one starts at
     the exact next undelivered document: nothing is lost or repeated.
 
     Args:
-        dataset: hub id, local file/glob/directory, format name with ``data_files``, or
-            ``builtin:python-docs``.
+        dataset: hub id, local file/glob/directory, remote URL or glob, format name with
+            ``data_files``, or ``builtin:python-docs``.
         split: split to read.
         batch_size: documents per worker message (the worker's fetch size; ``docs_per_message``).
         max_samples: stop after this many documents (of this shard); None for no limit.
@@ -72,6 +73,11 @@ class HuggingFaceStreamingCorpus(DocumentSource):
         self.num_restarts = 0
         self.skipped: Counter[str] = Counter()
         self._worker: WorkerProcess | None = None
+        # What the first worker chose, kept for every later one (and in the state), so that rows
+        # are counted the same way and a hub dataset is read at one commit across restarts.
+        self._shard_mode: str | None = None     # files | row_groups | rows; None: not known yet
+        self._revision: str | None = None       # the hub commit read
+        self._revision_checked = True           # False after a restore: the worker checks it
         self._seek(0, 0, 0, finished=False)
 
     # -- position bookkeeping -------------------------------------------------------------
@@ -167,6 +173,8 @@ class HuggingFaceStreamingCorpus(DocumentSource):
             except queue.Empty:
                 self._check_watchdog()
                 continue
+            if kind in ("batch", "done"):
+                self._note_reader(self._worker.status)  # type: ignore[union-attr]
             if kind == "batch":
                 self._received = self._position_after_batch(message, self._received[2])
                 self.skipped.update(message.get("skipped", {}))
@@ -189,12 +197,20 @@ class HuggingFaceStreamingCorpus(DocumentSource):
     def _position_after_batch(batch: dict[str, Any], delivered: int) -> tuple[int, int, int]:
         return batch["epoch"], batch["end"], delivered + len(batch["batch"])
 
+    def _note_reader(self, status: dict[str, Any]) -> None:
+        """Keep the worker's shard mode and hub commit (from its ``ready`` line) for the next ones."""
+        self._shard_mode = status.get("shard_mode") or self._shard_mode
+        if status.get("revision"):
+            self._revision, self._revision_checked = status["revision"], True
+
     def _start_worker(self) -> None:
         epoch, row, delivered = self._received
         limit = None if self.spec.max_samples is None else self.spec.max_samples - delivered
+        revision = "--pinned-revision" if self._revision_checked else "--expect-revision"
         self._worker = WorkerProcess(self.spec, start_epoch=epoch, start_row=row, limit=limit,
                                      docs_per_message=self.docs_per_message, queue_bytes=self.queue_bytes,
-                                     heartbeat_s=self.heartbeat, python=self.python)
+                                     heartbeat_s=self.heartbeat, python=self.python,
+                                     options={"--shard-mode": self._shard_mode, revision: self._revision})
         log.debug("worker %d started at epoch %d row %d", self._worker.pid, epoch, row)
 
     def _stop_worker(self) -> None:
@@ -254,10 +270,14 @@ class HuggingFaceStreamingCorpus(DocumentSource):
         return {"version": STATE_VERSION, "fingerprint": self.spec.fingerprint(),
                 "dataset": self.spec.dataset, "shard": self.spec.shard, "num_shards": self.spec.num_shards,
                 "epoch": epoch, "row": row, "delivered": delivered,
-                "finished": self._finished and self._batch is None}
+                "finished": self._finished and self._batch is None,
+                "shard_mode": self._shard_mode, "revision": self._revision}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a position saved by ``state_dict`` (of a corpus over the same data).
+
+        A hub dataset is read at the commit the state was saved on: the worker refuses (with a
+        ``StateError`` on the next read) a revision that now names another commit.
 
         Raises:
             StateError: the state comes from another dataset, shard layout, seed or version.
@@ -267,7 +287,7 @@ class HuggingFaceStreamingCorpus(DocumentSource):
         if state["version"] != STATE_VERSION:
             raise StateError(f"not a corpus state of version {STATE_VERSION}: {str(state)[:100]}",
                              "pass the dict returned by HuggingFaceStreamingCorpus.state_dict()")
-        if state.get("fingerprint") != self.spec.fingerprint():
+        if state.get("fingerprint") not in (self.spec.fingerprint(), self.spec.fingerprint(with_revision=True)):
             raise StateError(
                 f"the state was saved for dataset {state.get('dataset')!r} shard {state.get('shard')}/"
                 f"{state.get('num_shards')}, this corpus reads {self.spec.dataset!r} shard "
@@ -275,6 +295,10 @@ class HuggingFaceStreamingCorpus(DocumentSource):
                 "min_length, seed, split, sharding)",
                 "restore into a corpus built with the same dataset and options")
         self._seek(state["epoch"], state["row"], state["delivered"], bool(state.get("finished")))
+        # A state from before row-group sharding counted rows as "auto" then chose: files or rows.
+        self._shard_mode = state["shard_mode"] if "shard_mode" in state else "legacy"
+        self._revision = state.get("revision")
+        self._revision_checked = self._revision is None
 
     def fingerprint(self) -> str:
         return self.spec.fingerprint()

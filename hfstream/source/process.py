@@ -79,7 +79,7 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 class WorkerProcess:
-    """A worker reading ``spec`` from ``(start_epoch, start_row)``.
+    """A worker reading ``spec`` from ``(start_epoch, start_row)``; ``options`` are more worker flags.
 
     Items in ``self.queue`` are ``(kind, payload)`` with kind ``batch``, ``done`` or ``error``
     (payload: the message), ``bad`` (a malformed line) or ``exit`` (payload: exit code), which
@@ -88,7 +88,8 @@ class WorkerProcess:
 
     def __init__(self, spec: SourceSpec, *, start_epoch: int, start_row: int, limit: int | None,
                  docs_per_message: int, queue_bytes: int, heartbeat_s: float = 1.0,
-                 progress_interval_s: float = 1.0, python: list[str] | None = None):
+                 progress_interval_s: float = 1.0, python: list[str] | None = None,
+                 options: dict[str, str | None] | None = None):
         self.queue = ByteQueue(queue_bytes)
         self.progress: dict[str, Any] = {}
         self.status: dict[str, Any] = {}
@@ -102,6 +103,9 @@ class WorkerProcess:
                "--progress-interval", str(progress_interval_s)]
         if limit is not None:
             cmd += ["--limit", str(limit)]
+        for flag, value in (options or {}).items():  # e.g. {"--pinned-revision": sha}
+            if value is not None:
+                cmd += [flag, value]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         env.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")

@@ -50,9 +50,10 @@ class SourceSpec:
     epochs: int | None = option(1, "passes over the data; None (0 on the command line) repeats forever")
     shard: int = option(0, "this reader's shard in [0, num_shards) (usually the rank)")
     num_shards: int = option(1, "disjoint shards that together cover the dataset (usually the world size)")
-    shard_by: Literal["auto", "files", "rows"] = option(
-        "auto", "files: whole files per shard (file count divisible by num_shards); rows: every "
-                "num_shards-th row; auto: files when they divide evenly")
+    shard_by: Literal["auto", "files", "row_groups", "rows"] = option(
+        "auto", "files: whole files per shard (file count divisible by num_shards); row_groups: "
+                "every num_shards-th parquet row group; rows: every num_shards-th row (every shard "
+                "reads every row); auto: files when they divide evenly, else row groups for parquet, else rows")
     seed: int | None = option(None, "shuffle the file order per epoch with (seed, epoch); None: sorted")
     strict: bool = option(False, "a null or non-string text is an error instead of skipped and counted")
     sample_by: Literal["line", "paragraph", "document"] = option(
@@ -76,12 +77,19 @@ class SourceSpec:
     def from_json(cls, text: str) -> "SourceSpec":
         return cls(**orjson.loads(text))
 
-    def fingerprint(self) -> str:
-        """A short hash of what defines the document sequence (not limits like max_samples)."""
+    def fingerprint(self, with_revision: bool = False) -> str:
+        """A short hash of what defines the document sequence (not limits like max_samples).
+
+        The revision is left out (hashed as None): a hub corpus records the commit it reads and
+        checks that on resume, so pinning ``revision=`` to that commit keeps the fingerprint.
+        ``with_revision=True`` gives the fingerprint of states saved before that check existed.
+        """
         keys = ("dataset", "split", "name", "data_files", "revision", "text_column", "min_length",
                 "shard", "num_shards", "shard_by", "seed", "sample_by", "format")
-        ident = orjson.dumps({k: getattr(self, k) for k in keys}, option=orjson.OPT_SORT_KEYS)
-        return hashlib.sha1(ident).hexdigest()[:16]
+        ident = {k: getattr(self, k) for k in keys}
+        if not with_revision:
+            ident["revision"] = None
+        return hashlib.sha1(orjson.dumps(ident, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
 #: Fields each rank sets for itself (from its rank and world size), never a shared setting.

@@ -5,7 +5,9 @@ Version 1. Every stdout line of the worker is exactly one of these objects (orjs
 
 ==========================================================  ==========================================
 ``{"v": 1, "status": "loading", "dataset": D}``             first line; the dataset is being opened
-``{"status": "ready", "reader": "fast"|"datasets", ...}``   opened; documents follow
+``{"status": "ready", "reader": "fast"|"datasets", ...}``   opened; documents follow (also
+                                                            ``shard_mode`` and the hub commit
+                                                            ``revision``, kept by the parent)
 ``{"batch": [t, ...], "epoch": E, "rows": [r, ...],``       documents; ``rows[i]`` is the shard row
 ``"end": R}``                                               index of ``batch[i]`` in epoch E, ``end``
                                                             the row to resume from after the batch

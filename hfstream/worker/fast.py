@@ -1,8 +1,9 @@
-"""Fast readers for local files: the same rows as ``datasets``, without importing it.
+"""Fast readers for local or remote files: the same rows as ``datasets``, without importing it.
 
 Each reader yields *chunks* (lists of raw text values, ``None`` where a row has no text) for
-one file. ``skip`` is a hint: a reader that can jump rows cheaply (parquet row groups) returns
-how many it jumped, the caller drops the rest from the chunks.
+one file. ``skip`` is a hint: a reader that can jump rows cheaply returns how many it jumped,
+the caller drops the rest from the chunks. Parquet is read by row group in
+``hfstream.worker.row_groups``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import orjson
 from hfstream.errors import DataFormatError
 from hfstream.source.resolve import compression_of
 from hfstream.source.spec import SourceSpec
+from hfstream.worker import remote
 
 Chunks = Iterator[list[Any]]
 _CHUNK_ROWS = 512
@@ -25,7 +27,9 @@ _TEXT_CHUNK_CHARS = 4 << 20
 
 
 def open_binary(path: str) -> IO[bytes]:
-    """Open a possibly compressed file for binary reading (by its extension)."""
+    """Open a possibly compressed local file or URL for binary reading (by its extension)."""
+    if remote.is_url(path):
+        return remote.open_sequential(path)
     compression = compression_of(path)
     if compression == "gz":
         return gzip.open(path, "rb")
@@ -39,37 +43,6 @@ def open_binary(path: str) -> IO[bytes]:
         raw = open(path, "rb")
         return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
     return open(path, "rb")
-
-
-def read_parquet(path: str, spec: SourceSpec, skip: int) -> tuple[int, Chunks]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        # mmap + no pre-buffering + no threads measured fastest here (the parent needs the other core).
-        pf = pq.ParquetFile(path, memory_map=True, pre_buffer=False)
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-        raise DataFormatError(f"{path}: not a readable parquet file ({exc})",
-                              "the file is truncated or corrupt: download or write it again") from exc
-    names = pf.schema_arrow.names
-    if spec.text_column not in names:
-        raise _missing_column(path, spec.text_column, names)
-    jumped, first_group = 0, 0
-    meta = pf.metadata
-    while first_group < meta.num_row_groups and jumped + meta.row_group(first_group).num_rows <= skip:
-        jumped += meta.row_group(first_group).num_rows
-        first_group += 1
-
-    def chunks() -> Chunks:
-        try:
-            for group in range(first_group, meta.num_row_groups):
-                table = pf.read_row_group(group, columns=[spec.text_column], use_threads=False)
-                yield table.column(0).to_pylist()
-        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-            raise DataFormatError(f"{path}: corrupt parquet data in row group {group} ({exc})",
-                                  "the file is truncated or damaged: download or write it again") from exc
-
-    return jumped, chunks()
 
 
 def read_json(path: str, spec: SourceSpec, skip: int) -> tuple[int, Chunks]:
@@ -87,7 +60,7 @@ def read_json(path: str, spec: SourceSpec, skip: int) -> tuple[int, Chunks]:
                 if first:
                     first = False
                     if column not in record:
-                        raise _missing_column(path, column, list(record))
+                        raise missing_column(path, column, list(record))
                 chunk.append(record.get(column))
                 if len(chunk) >= _CHUNK_ROWS:
                     yield chunk
@@ -157,13 +130,12 @@ def _text_chunks(f: IO[str], sample_by: str) -> Chunks:
             yield [carry]
 
 
-def _missing_column(path: str, column: str, names: list[str]) -> DataFormatError:
+def missing_column(path: str, column: str, names: list[str]) -> DataFormatError:
     return DataFormatError(
         f"{path}: no column {column!r}; the columns are: {', '.join(map(repr, names)) or '(none)'}",
         "pass text_column=NAME (--text-column NAME) with the column that holds the text")
 
 
-#: format -> fast reader; formats missing here go through datasets.
-READERS: dict[str, Callable[[str, SourceSpec, int], tuple[int, Chunks]]] = {
-    "parquet": read_parquet, "json": read_json, "text": read_text,
-}
+#: format -> fast reader of whole files; parquet is read by row group (``hfstream.worker.row_groups``),
+#: formats missing here go through datasets.
+READERS: dict[str, Callable[[str, SourceSpec, int], tuple[int, Chunks]]] = {"json": read_json, "text": read_text}

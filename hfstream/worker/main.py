@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import logging
 import os
 import signal
@@ -11,14 +13,17 @@ import threading
 import time
 import traceback
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable
 
-from hfstream.source import wire as protocol
 from hfstream.errors import DataFormatError, EmptyDatasetError, HfStreamError
+from hfstream.source import hub
+from hfstream.source import wire as protocol
+from hfstream.source.faults import describe, is_refused, is_transient, refused_error
 from hfstream.source.resolve import Resolved, resolve
 from hfstream.source.spec import SourceSpec
-from hfstream.worker import fast, hf
-from hfstream.worker.rows import Chunks, local_shard_rows
+from hfstream.worker import fast, hf, remote, row_groups
+from hfstream.worker.rows import Chunks, FileCounts, local_shard_rows, piece_shard_rows, shard_mode
 
 log = logging.getLogger("hfstream.worker")
 Opener = Callable[[int, int], Chunks]  # (epoch, start shard row) -> chunks of raw values
@@ -160,45 +165,100 @@ def _raise_empty(num_rows: int, skipped: Counter, spec: SourceSpec) -> None:
                             f"{spec.min_length}) and the data itself")
 
 
-def make_opener(spec: SourceSpec, resolved: Resolved) -> tuple[str, Opener]:
-    """Pick the reader (fast, datasets or ws) and return (its name, an opener of shard rows)."""
+@dataclass
+class Reader:
+    """What the worker reads with: the reader's name, an opener of shard rows, and what the parent
+    records in the corpus state (how rows are sharded, the hub commit)."""
+
+    name: str                       # fast | datasets | ws
+    opener: Opener
+    shard_mode: str | None = None   # files | row_groups | rows; None: decided by datasets later
+    revision: str | None = None     # the hub commit read
+    num_files: int = 0
+
+
+def make_reader(spec: SourceSpec, resolved: Resolved, forced_mode: str | None = None,
+                pinned: str | None = None, expected: str | None = None) -> Reader:
+    """Pick the reader (fast, datasets or ws) for ``spec``: hub ids are resolved to their files first.
+
+    Args:
+        forced_mode: the shard mode of a saved state (see ``rows.shard_mode``).
+        pinned: the hub commit this run reads; expected: the one a saved state was read at.
+    """
     if resolved.kind == "ws":
         from hfstream.worker import ws
 
-        return "ws", ws.ws_opener(spec)
-
-    if resolved.kind == "local":
-        fast_reader = fast.READERS.get(resolved.format or "")
-        if spec.reader == "fast" and fast_reader is None:
-            raise HfStreamError(f"no fast reader for {resolved.format} files",
-                                "use reader='auto' or 'datasets' for this format")
-        if fast_reader is not None and spec.reader != "datasets":
-            return "fast", lambda e, r: local_shard_rows(resolved.files, spec, e, r, fast_reader)
-    if resolved.kind in ("local", "remote"):  # files or URLs, read by datasets/fsspec
-        return "datasets", lambda e, r: hf.local_rows(resolved.files, resolved.format, spec, e, r)
-    return "datasets", lambda e, r: hf.hub_rows(spec, e, r)
-
-
-TRANSIENT_NAMES = {"ConnectTimeout", "ReadTimeout", "ChunkedEncodingError", "RemoteProtocolError",
-                   "ReadError", "ServerDisconnectedError", "ClientPayloadError", "ClientConnectionError",
-                   "IncompleteRead", "ProtocolError", "ConnectionResetError", "ContentLengthError"}
-
-
-def is_transient(exc: BaseException) -> bool:
-    """A network error worth retrying (not a data or configuration error)."""
-    if isinstance(exc, HfStreamError):
-        return False
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    if names & TRANSIENT_NAMES:
-        return True
-    status = getattr(getattr(exc, "response", None), "status_code", None) or getattr(exc, "status", None)
-    return isinstance(status, int) and (status >= 500 or status == 429)
+        return Reader("ws", ws.ws_opener(spec))
+    files, fmt, versions, revision = resolved.files, resolved.format, None, None
+    if resolved.kind == "hub":
+        found = hub.resolve_hub(spec, pinned, expected)
+        revision = found.sha
+        if not found.fast or spec.reader == "datasets":
+            if spec.reader == "fast":
+                raise HfStreamError(f"no fast reader for {spec.dataset!r}: {found.why_not_fast}",
+                                    "use reader='auto' or 'datasets' for this dataset")
+            log.info("reading %s through datasets at %s%s", spec.dataset, found.sha,
+                     f" ({found.why_not_fast})" if found.why_not_fast else "")
+            at_commit = dataclasses.replace(spec, revision=found.sha)
+            return Reader("datasets", lambda e, r: hf.hub_rows(at_commit, e, r, forced_mode), None, revision,
+                          len(found.files))
+        files, fmt, versions = found.files, found.builder, [found.sha] * len(found.files)
+    elif resolved.kind == "remote" and spec.reader != "datasets" and (fmt == "parquet" or fmt in fast.READERS):
+        listed = remote.list_files(files)
+        files, versions = [f.url for f in listed], [f"{f.size}:{f.version}" if f.version else "" for f in listed]
+    return _files_reader(spec, files, fmt or "", versions, forced_mode, revision)
 
 
-def retrying(opener: Opener, max_retries: int, backoff_s: float = 0.5) -> Opener:
-    """Wrap an opener so transient network errors reopen the stream at the same row."""
+def _files_reader(spec: SourceSpec, files: list[str], fmt: str, versions: list[str] | None,
+                  forced_mode: str | None, revision: str | None) -> Reader:
+    """The reader of a list of local files or URLs in one format."""
+    has_fast = fmt == "parquet" or fmt in fast.READERS
+    if spec.reader == "fast" and not has_fast:
+        raise HfStreamError(f"no fast reader for {fmt} files", "use reader='auto' or 'datasets' for this format")
+    if not has_fast or spec.reader == "datasets":
+        mode = shard_mode(spec, len(files), forced=forced_mode)
+        return Reader("datasets", lambda e, r: hf.local_rows(files, fmt, spec, e, r, mode), mode, revision,
+                      len(files))
+    if fmt != "parquet":
+        mode = shard_mode(spec, len(files), forced=forced_mode)
+        counts = FileCounts(dict(zip(files, versions or map(_local_version, files))))  # "": not kept
+        return Reader("fast", lambda e, r: local_shard_rows(files, spec, e, r, fast.READERS[fmt], mode, counts),
+                      mode, revision, len(files))
+    file_layouts = row_groups.layouts(files, versions)
+    rows_per_group = [layout["rows"] for layout in file_layouts]
+    mode = shard_mode(spec, len(files), sum(map(len, rows_per_group)), forced_mode)
+    read = row_groups.RowGroupReader(files, file_layouts, spec, read_ahead=remote.is_url(files[0]) if files else False)
+    return Reader("fast", lambda e, r: piece_shard_rows(rows_per_group, spec, e, r, mode, read), mode, revision,
+                  len(files))
+
+
+def _local_version(path: str) -> str:
+    stat = os.stat(path)
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def retry_call(call: Callable[[], Any], max_retries: int, what: str, backoff_s: float = 0.5) -> Any:
+    """``call()``, retried with backoff on transient network errors (resolution, listings)."""
+    for failures in itertools.count(1):
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if is_refused(exc):
+                raise refused_error(exc, what) from None
+            if not is_transient(exc) or failures > max_retries:
+                raise
+            delay = min(backoff_s * 2 ** (failures - 1), 30.0)
+            log.warning("transient error opening %s (%s); retry %d/%d in %.1fs", what, describe(exc),
+                        failures, max_retries, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def retrying(opener: Opener, max_retries: int, backoff_s: float = 0.5, what: str = "the dataset") -> Opener:
+    """Wrap an opener so transient network errors reopen the stream at the same row.
+
+    A refused token (HTTP 401/403) is an ``AuthError`` naming the credentials, never retried.
+    """
 
     def open_at(epoch: int, start: int) -> Chunks:
         row, failures = start, 0
@@ -210,12 +270,14 @@ def retrying(opener: Opener, max_retries: int, backoff_s: float = 0.5) -> Opener
                     failures = 0
                 return
             except Exception as exc:  # noqa: BLE001 - classified below
+                if is_refused(exc):
+                    raise refused_error(exc, what) from None
                 if not is_transient(exc) or failures >= max_retries:
                     raise
                 failures += 1
                 delay = min(backoff_s * 2 ** (failures - 1), 30.0)
-                log.warning("transient error at epoch %d row %d (%s: %s); retry %d/%d in %.1fs",
-                            epoch, row, type(exc).__name__, exc, failures, max_retries, delay)
+                log.warning("transient error at epoch %d row %d (%s); retry %d/%d in %.1fs",
+                            epoch, row, describe(exc), failures, max_retries, delay)
                 time.sleep(delay)
 
     return open_at
@@ -242,6 +304,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--heartbeat", type=float, default=1.0, help="seconds of silence before a heartbeat")
     p.add_argument("--progress-interval", type=float, default=1.0)
     p.add_argument("--max-retries", type=int, default=8, help="retries of transient network errors")
+    p.add_argument("--shard-mode", default=None, help="the shard mode a saved state was read with "
+                   "(files, row_groups, rows, or legacy for a state from before row-group sharding)")
+    p.add_argument("--pinned-revision", default=None, help="the hub commit this run reads")
+    p.add_argument("--expect-revision", default=None, help="the hub commit a resumed state was read at")
     p.add_argument("--watch-stdin", action=argparse.BooleanOptionalAction, default=True)
     return p.parse_args(argv)
 
@@ -259,10 +325,12 @@ def main(argv: list[str] | None = None) -> int:
         spec = SourceSpec.from_json(args.spec)
         emitter.send({"v": protocol.PROTOCOL_VERSION, "status": "loading", "dataset": spec.dataset})
         resolved = resolve(spec)
-        reader, opener = make_opener(spec, resolved)
-        emitter.send({"status": "ready", "reader": reader, "kind": resolved.kind,
-                      "format": resolved.format, "num_files": len(resolved.files)})
-        stream_documents(spec, retrying(opener, args.max_retries), emitter.send,
+        reader = retry_call(lambda: make_reader(spec, resolved, args.shard_mode, args.pinned_revision,
+                                                args.expect_revision), args.max_retries, spec.dataset)
+        emitter.send({"status": "ready", "reader": reader.name, "kind": resolved.kind,
+                      "format": resolved.format, "num_files": reader.num_files or len(resolved.files),
+                      "shard_mode": reader.shard_mode, "revision": reader.revision})
+        stream_documents(spec, retrying(reader.opener, args.max_retries, what=spec.dataset), emitter.send,
                          start_epoch=args.start_epoch, start_row=args.start_row, limit=args.limit,
                          docs_per_message=args.docs_per_message, progress=Progress(args.progress_interval))
         return 0
