@@ -221,3 +221,14 @@ def test_held_out_documents_stay_out_of_cached_passes(data, encoder, tmp_path):
     assert same(runs[0], runs[1]) and same(runs[0], runs[2]) and cached > 0
     text = encoder.decode(torch.cat(runs[2]).flatten().tolist())
     assert not any(h in text for h in held if len(h) > 40)
+
+
+def test_a_state_from_before_row_group_sharding_reads_another_cache_stream(data, encoder, tmp_path):
+    from hfstream.source.corpus import HuggingFaceStreamingCorpus
+
+    corpus = HuggingFaceStreamingCorpus(data, shard=1, num_shards=2)
+    docs = corpus.tokenized(TokenCache(tmp_path), "k")
+    fresh = docs.key_of(0)
+    legacy = {k: v for k, v in corpus.state_dict().items() if k not in ("shard_mode", "revision")}
+    docs.load_state_dict(legacy)  # rows were counted as "auto then chose" before row groups
+    assert docs.key_of(0) != fresh

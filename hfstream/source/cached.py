@@ -34,7 +34,7 @@ CHUNK_TOKENS = 4 << 20        # tokens per chunk written (16 MB)
 DOCS_PER_BATCH = 256          # documents per batch read from the cache
 #: the options that shape a shard's row stream (not limits: max_samples, epochs)
 STREAM_FIELDS = ("split", "name", "data_files", "text_column", "min_length", "shard", "num_shards", "shard_by",
-                 "strict", "sample_by", "encoding_errors", "format")
+                 "strict", "sample_by", "encoding_errors", "format", "reader")
 _SHA = re.compile(r"[0-9a-f]{40}")
 
 
@@ -52,12 +52,15 @@ def stream_identity(spec: SourceSpec, resolved: Resolved) -> dict[str, Any] | No
     return None
 
 
-def stream_key(identity: dict[str, Any], spec: SourceSpec, epoch: int, key: str) -> str:
+def stream_key(identity: dict[str, Any], spec: SourceSpec, epoch: int, key: str, shard_mode: str | None) -> str:
     """The cache key of the shard's stream in ``epoch`` (the same for every epoch unless the
-    file order is shuffled per epoch), tokenized by ``key``."""
+    file order is shuffled per epoch), tokenized by ``key``. ``shard_mode`` is the corpus state's:
+    a fresh reader's choice follows from the spec and the files, but a state from before row-group
+    sharding (``legacy``) counts the shard's rows another way."""
     shuffled = spec.seed is not None and len(identity.get("files", ())) > 1
+    legacy = shard_mode == "legacy" and spec.num_shards > 1
     ident = {"v": KEY_VERSION, "data": identity, "options": {f: getattr(spec, f) for f in STREAM_FIELDS},
-             "order": [spec.seed, epoch] if shuffled else None, "tokens": key}
+             "order": [spec.seed, epoch] if shuffled else None, "tokens": key, "legacy_rows": legacy}
     return hashlib.sha1(orjson.dumps(ident, option=orjson.OPT_SORT_KEYS)).hexdigest()[:24]
 
 
@@ -85,7 +88,8 @@ class CachedCorpus(TokenDocuments):
     def key_of(self, epoch: int) -> str:
         k = self._keys.get(epoch)
         if k is None:
-            k = self._keys[epoch] = stream_key(self.identity or {}, self.spec, epoch, self.key)
+            k = self._keys[epoch] = stream_key(self.identity or {}, self.spec, epoch, self.key,
+                                               self._state.get("shard_mode"))
         return k
 
     # -- position ---------------------------------------------------------------------------
@@ -96,6 +100,7 @@ class CachedCorpus(TokenDocuments):
         self.corpus.load_state_dict(state)   # validates it
         self._state = self.corpus.state_dict()
         self._live = None
+        self._keys.clear()                   # the state may count rows another way (legacy)
 
     def start(self) -> bool:
         """Start the worker unless the cache has what comes first; True when texts will come."""
