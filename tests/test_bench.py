@@ -25,3 +25,13 @@ def test_loader_bench_reports_all_pipelines_side_by_side(tmp_path, tokenizer_pat
     assert ours["first_batch_s"] > 0 and ours["peak_rss_mb"] > ours["floor_rss_mb"] > 0
     assert isinstance(ours["parent_rss_mb"], list)
     assert report["state"]["state_mb"] > 0 and report["state"]["restore_s"] > 0
+    cache = report["cache"]  # pass 2 reads every document from the cache written by pass 1
+    assert cache["off"]["tokens"] == cache["cold"]["tokens"] == cache["warm"]["tokens"] == ours["tokens"]
+    assert cache["warm"]["cached_docs"] == 2 * 2000 and cache["cold"]["cached_docs"] < 2 * 2000
+    assert cache["off"]["cached_docs"] == 0
+    runs = report["workers"]["runs"]
+    assert set(runs) == {"T=64 workers=0", "T=64 workers=2", "T=128 workers=0", "T=128 workers=2"}
+    assert runs["T=64 workers=2"]["tokens"] > 0
+    full = report["full_state"]
+    assert full["buffer_docs"] > 0 and full["ws_form"] == "tokens" and full["restore_s"] > 0
+    assert [row[0] for row in report["shuffle"]] == [1000, 256]

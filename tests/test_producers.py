@@ -64,12 +64,13 @@ def test_an_error_in_the_producer_thread_reaches_the_consumer_with_its_cause(tok
 
 def test_a_handed_source_is_left_open_an_owned_one_is_closed(data, tokenizer_path):
     corpus = HuggingFaceStreamingCorpus(data, epochs=None)      # endless: its worker stays up
-    with StreamingTextDataLoader(corpus, tokenizer_path, B, T) as loader:
+    # (no token cache: once a cache serves the documents, the worker is stopped on purpose)
+    with StreamingTextDataLoader(corpus, tokenizer_path, B, T, token_cache=False) as loader:
         next(loader)
         assert corpus.worker_pid is not None
     assert corpus.worker_pid is not None     # still the caller's: it closes it
     corpus.close()
-    loader = StreamingTextDataLoader(data, tokenizer_path, B, T, epochs=None)
+    loader = StreamingTextDataLoader(data, tokenizer_path, B, T, epochs=None, token_cache=False)
     next(loader)
     owned = loader.source
     assert owned.worker_pid is not None

@@ -247,7 +247,7 @@ def test_auto_falls_back_and_forcing_tiktoken_fails(kind, wordpiece, byte_bpe, c
         why = "non-special added token"
     with caplog.at_level(logging.INFO, logger="hfstream.tokens.encoder"):
         auto = TextEncoder(tokenizer)
-    assert auto.backend == "tokenizers"
+        assert auto.backend == "tokenizers"  # "auto" decides (and logs why) on first use
     assert any(why in record.getMessage() for record in caplog.records)
     with pytest.raises(ConfigError, match=why):
         TextEncoder(tokenizer, backend="tiktoken")

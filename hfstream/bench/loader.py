@@ -12,7 +12,13 @@ Each pipeline runs in its own child process (so peak RSS is its own), side by si
 (c) bare ``tokenizers`` ``encode_batch`` over the texts already in memory;
 (d) bare ``tiktoken`` ``encode_ordinary_batch`` (same merges) over the texts in memory;
 (e) bare ``tiktoken`` ``encode_to_numpy``, the call hfstream's tokenizer threads make, over the
-    texts in memory (what the hfstream pipeline costs on top of its own tokenizer call).
+    texts in memory (what the hfstream pipeline costs on top of its own tokenizer call);
+
+and (:mod:`hfstream.bench.throughput`) the token cache's pass 2 vs pass 1 (and the bare
+memory-mapped read of the cache as the ceiling), ``num_workers=2`` vs 0 at T and at T=128 with
+the cache off, the state at a full 10k-document buffer (size, restore + next batch, and a ws://
+source's token-array form), and the shuffle buffer's displacement statistic. Run (a) has the
+token cache off: every pass tokenizes. Every timed span includes start-up.
 
 Without ``--tokenizer`` a 32k byte-level BPE is trained from the dataset first (and cached).
 """
@@ -31,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from hfstream.bench import bench_parser, default_dataset, print_table
+from hfstream.bench import throughput
 from hfstream.tokens.encoder import default_threads
 
 # Bare tiktoken encodes one text in the calling thread before the clock starts, as tiktoken's own
@@ -38,7 +45,8 @@ from hfstream.tokens.encoder import default_threads
 # threads (measured with tiktoken 0.14). hfstream's TiktokenBPE warms itself the same way.
 WARM_UP = "warm up"
 PIPELINES = ("hfstream", "hf_pipeline", "tokenizers", "tiktoken", "tiktoken_numpy")
-CHILD_RUNS = PIPELINES + ("state",)
+EXTRA = ("cache", "workers", "full_state")
+CHILD_RUNS = PIPELINES + EXTRA + ("state",)
 
 
 def _texts(dataset: str) -> list[str]:
@@ -95,7 +103,7 @@ def run_hfstream(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     first, batches = None, 0
     with StreamingTextDataLoader(args.dataset, args.tokenizer, args.batch_size, args.seq_len,
-                                 epochs=args.epochs) as loader:
+                                 epochs=args.epochs, token_cache=False) as loader:
         rss = RssSampler(lambda: loader.source.worker_pid)
         for _ in loader:
             batches += 1
@@ -117,23 +125,25 @@ def run_state(args: argparse.Namespace) -> dict[str, Any]:
 def state_figures(args: argparse.Namespace, after: int = 200) -> dict[str, Any]:
     """State size after ``after`` batches, and the time to restore it and get the next batch."""
     import pickle
+    import tempfile
 
     from hfstream.loader.loader import StreamingTextDataLoader
 
-    with StreamingTextDataLoader(args.dataset, args.tokenizer, args.batch_size, args.seq_len,
-                                 epochs=None) as loader:
-        for _, _batch in zip(range(after), loader):
-            pass
-        state = loader.state_dict()
-    size = len(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
-    t0 = time.perf_counter()
-    with StreamingTextDataLoader(args.dataset, args.tokenizer, args.batch_size, args.seq_len,
-                                 epochs=None) as loader:
-        loader.load_state_dict(state)
-        next(iter(loader))
-        restore = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as cache:  # a cache of this run only: what it wrote before the state
+        with StreamingTextDataLoader(args.dataset, args.tokenizer, args.batch_size, args.seq_len,
+                                     epochs=None, token_cache=cache) as loader:
+            for _, _batch in zip(range(after), loader):
+                pass
+            state = loader.state_dict()
+        size = len(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+        t0 = time.perf_counter()
+        with StreamingTextDataLoader(args.dataset, args.tokenizer, args.batch_size, args.seq_len,
+                                     epochs=None, token_cache=cache) as loader:
+            loader.load_state_dict(state)
+            next(iter(loader))
+            restore = time.perf_counter() - t0
     return {"state_mb": round(size / 1e6, 2), "restore_s": round(restore, 3),
-            "buffer_docs_in_state": len(state["pipeline"]["buffer"]["items"])}
+            "buffer_docs_in_state": len(state["pipeline"]["buffer"]["refs"]) // 2}
 
 
 def run_hf_pipeline(args: argparse.Namespace) -> dict[str, Any]:
@@ -219,7 +229,8 @@ def run_tiktoken_numpy(args: argparse.Namespace) -> dict[str, Any]:
 
 
 RUNNERS = {"hfstream": run_hfstream, "hf_pipeline": run_hf_pipeline, "tokenizers": run_tokenizers,
-           "tiktoken": run_tiktoken, "tiktoken_numpy": run_tiktoken_numpy, "state": run_state}
+           "tiktoken": run_tiktoken, "tiktoken_numpy": run_tiktoken_numpy, "state": run_state,
+           "cache": throughput.run_cache, "workers": throughput.run_workers, "full_state": throughput.run_full_state}
 
 
 def ensure_tokenizer(dataset: str, vocab_size: int) -> str:
@@ -260,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, default=1024)
     p.add_argument("--hf-max-tokens", type=int, default=2_000_000, help="cap the slow HF pipeline (0: none)")
     p.add_argument("--only", nargs="+", choices=PIPELINES, default=list(PIPELINES))
+    p.add_argument("--extra", nargs="*", choices=EXTRA, default=list(EXTRA),
+                   help="the throughput runs (cache passes, workers, state at a full buffer)")
     p.add_argument("--one", choices=CHILD_RUNS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.dataset = args.dataset or default_dataset()
@@ -273,9 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in results.values():
         r["tokens_per_s"] = r["tokens"] / r["seconds"]
     state = _child("state", args) if "hfstream" in results else {}
+    extra = {name: _child(name, args) for name in args.extra}
     if args.json:
         print(json.dumps({"dataset": args.dataset, "tokenizer": args.tokenizer, "results": results,
-                          "state": state}, indent=2))
+                          "state": state, **extra, "shuffle": throughput.shuffle_quality()}, indent=2))
         return 0
     ref = results.get("tiktoken", {}).get("tokens_per_s")
     hf = results.get("hf_pipeline", {}).get("tokens_per_s")
@@ -304,10 +318,48 @@ def main(argv: list[str] | None = None) -> int:
             ["state_dict size after 200 batches (pickled)",
              f"{state['state_mb']} MB ({state['buffer_docs_in_state']} docs in the buffer)"],
             ["restore: new loader + load_state_dict + next batch", f"{state['restore_s']} s"]])
+    _print_extra(extra)
     print_table("tokens/s, side by side (peak RSS includes each run's child processes)",
                 ["pipeline", "tokens", "seconds", "M tok/s", "vs tiktoken", "vs HF", "first batch s",
                  "peak RSS MB", "note"], rows)
     return 0
+
+
+def _print_extra(extra: dict[str, Any]) -> None:
+    rate = lambda r: r["tokens"] / r["seconds"]  # noqa: E731
+    if "cache" in extra:
+        c = extra["cache"]
+        runs = [("cache off: every pass tokenizes", c["off"]), ("cold cache: pass 1 tokenizes and writes", c["cold"]),
+                ("warm cache: every pass reads (a new loader)", c["warm"])]
+        if c.get("litdata"):
+            runs.append((f"LitData {c['litdata']['version']}: StreamingDataset of its optimize output", c["litdata"]))
+        runs.append(("bare mmap read of the cache (ceiling)", c["mmap_ceiling"]))
+        print_table("token cache: the same passes, side by side (start-up included)",
+                    ["run", "M tok/s", "vs cache off", "steady M tok/s", "first batch s", "docs from the cache"],
+                    [[name, f"{rate(r) / 1e6:.2f}", f"{rate(r) / rate(c['off']):.1f}x",
+                      f"{r['steady_tokens_per_s'] / 1e6:.2f}" if r.get("steady_tokens_per_s") else "-",
+                      f"{r['first_batch_s']:.3f}" if r.get("first_batch_s") else "-",
+                      f"{r['cached_docs']:,}" if "cached_docs" in r else "-"] for name, r in runs])
+        if c.get("litdata"):
+            print(f"LitData's optimize (the conversion step, not in its M tok/s): {c['litdata']['optimize_s']:.2f} s; "
+                  f"hfstream warm cache vs LitData: {rate(c['warm']) / rate(c['litdata']):.2f}x")
+    if "workers" in extra:
+        w = extra["workers"]["runs"]
+        rows = []
+        for name, r in w.items():
+            base = w[name.replace("workers=2", "workers=0")]
+            rows.append([name, f"{rate(r) / 1e6:.2f}", f"{rate(r) / rate(base):.2f}x", f"{r['first_batch_s']:.3f}"])
+        print_table("DataLoader workers (token cache off)", ["setting", "M tok/s", "vs workers=0", "first batch s"], rows)
+    if "full_state" in extra:
+        f = extra["full_state"]
+        print_table("state at a full shuffle buffer (torch.save bytes)", ["what", "value"], [
+            ["compact state (refs), local parquet", f"{f['state_bytes'] / 1e6:.3f} MB ({f['buffer_docs']:,} docs, "
+                                                    f"after {f['batches']:,} batches)"],
+            ["restore: new loader + load_state_dict + next batch", f"{f['restore_s']:.3f} s"],
+            ["ws:// source (cannot seek): token arrays", f"{f['ws_state_bytes'] / 1e6:.2f} MB "
+                                                        f"({f['ws_buffer_docs']:,} docs, form {f['ws_form']})"]])
+    print_table("shuffle quality: mean |output - input position| of documents (10k buffer)",
+                ["warm-up", "first 1,000 out", "first 5,000 out", "steady (20k-30k)"], throughput.shuffle_quality())
 
 
 if __name__ == "__main__":

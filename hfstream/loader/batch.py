@@ -8,6 +8,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from hfstream.loader.plain import pack, unpack
+
 
 @dataclass
 class Rows:
@@ -24,14 +26,13 @@ class Rows:
     stream_ids: np.ndarray | None = None
 
     def state(self) -> tuple[Any, Any, Any]:
-        """The rows as plain data for a state dict."""
-        return (self.tokens, self.positions, self.stream_ids)
+        """The rows as plain data for a state dict (bytes: ``torch.load``'s defaults read them)."""
+        return (pack(self.tokens), pack(self.positions), pack(self.stream_ids))
 
     @classmethod
     def from_state(cls, state: Any) -> "Rows":
         tokens, positions, ids = state
-        as_int64 = lambda a: None if a is None else np.asarray(a, dtype=np.int64)  # noqa: E731
-        return cls(as_int64(tokens), as_int64(positions), as_int64(ids))
+        return cls(*(unpack(a, np.int64) for a in (tokens, positions, ids)))
 
 
 class Batch:

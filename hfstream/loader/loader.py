@@ -9,6 +9,7 @@ device and the fingerprinted state are the same whichever it picked.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any, Callable
 
@@ -22,6 +23,7 @@ from hfstream.loader.row_mixer import RowMixer
 from hfstream.loader.workers import WorkerProducer
 from hfstream.source.base import DocumentSource
 from hfstream.sources import mixture_spec, open_source
+from hfstream.source.token_cache import TokenCache
 from hfstream.tokens.encoder import TextEncoder
 
 __all__ = ["Batch", "Rows", "StreamingTextDataLoader", "rows_to_batch"]
@@ -49,8 +51,9 @@ class StreamingTextDataLoader:
         seq_len: tokens per row (T).
         shuffle_buffer_size: documents in the shuffle buffer; 0 disables shuffling.
         seed: seeds the shuffle buffer.
-        shuffle_warmup: documents buffered before the first leaves (default ``min(1000,
-            shuffle_buffer_size)``); the buffer then grows to full size at half the input rate.
+        shuffle_warmup: documents buffered before the first leaves (default ``min(256,
+            shuffle_buffer_size)``); the buffer then grows to full size at half the input rate,
+            so only the first ~1,000 documents are shuffled less (see the loader benchmark).
         shuffle_buffer_bytes: memory budget of the shuffle buffer.
         prefetch: batches kept ready ahead of the consumer (refilled from half-empty in one go).
         pin_memory: put batches in pinned memory (for fast host-to-GPU copies).
@@ -68,6 +71,13 @@ class StreamingTextDataLoader:
         mix_by: for a list of streams: ``samples`` mixes documents (mosaic counting, random
             order), ``tokens`` mixes training rows with budgets in tokens (``choose``, ``epoch_size``)
             and makes ``batching_method`` hold on every batch.
+        token_cache: where the token ids of documents read before are kept, so that later
+            passes and runs skip reading text and tokenizing: True (default) for
+            ``$HFSTREAM_CACHE/tokens`` (``~/.cache/hfstream/tokens``), a directory, a
+            ``TokenCache``, or False for none. Only sources with a stable identity are cached
+            (local files, a hub dataset at a commit sha).
+        token_cache_bytes: the cache's disk budget (default ``$HFSTREAM_TOKEN_CACHE_BYTES`` or
+            16 GiB; ``"20G"`` works); the least recently used chunks go past it.
         epoch_size, batching_method: mixture options (see :mod:`hfstream.mixing`).
         wrap_source: with ``mix_by="tokens"``, applied to each stream's source (the trainer uses
             it to exclude held-out documents).
@@ -91,6 +101,8 @@ class StreamingTextDataLoader:
                  mix_by: str = "samples", epoch_size: int | str | None = None,
                  batching_method: str = "random",
                  wrap_source: Callable[[DocumentSource], DocumentSource] | None = None,
+                 token_cache: bool | str | os.PathLike[str] | TokenCache | None = True,
+                 token_cache_bytes: int | str | None = None,
                  **corpus_options: Any):
         self.batch_size = check_int("batch_size", batch_size, 1)   # rows per batch (B)
         self.seq_len = check_int("seq_len", seq_len, 1)             # tokens per row (T)
@@ -111,7 +123,8 @@ class StreamingTextDataLoader:
         self.pin_memory = pin_memory
         self.device = torch.device(device) if device is not None else None
         pipeline_options = {"shuffle_buffer_size": shuffle_buffer_size, "shuffle_buffer_bytes": shuffle_buffer_bytes,
-                            "shuffle_warmup": shuffle_warmup, "with_positions": with_positions}
+                            "shuffle_warmup": shuffle_warmup, "with_positions": with_positions,
+                            "token_cache": _token_cache(token_cache, token_cache_bytes)}
         mixture = mixture_spec(source)
         if mixture is not None:
             _check_mixture_options(mix_by, batching_method, num_workers)
@@ -236,6 +249,12 @@ class StreamingTextDataLoader:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _token_cache(cache: Any, budget: int | str | None) -> TokenCache | None:
+    if isinstance(cache, TokenCache) or cache is False or cache is None:
+        return cache or None
+    return TokenCache(None if cache is True else cache, budget)
 
 
 def _check_mixture_options(mix_by: str, batching_method: str, num_workers: int) -> None:

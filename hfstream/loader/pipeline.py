@@ -5,12 +5,20 @@ and ``state_dict()`` / ``load_state_dict()`` restore it exactly. A producer
 (:mod:`hfstream.loader.producers`) runs it in a background thread; this module needs only the
 standard library and numpy (the encoder is passed in, so ``tokenizers`` stays in
 :mod:`hfstream.tokens.encoder`).
+
+The pipeline reads its source through ``source.tokenized(cache, key)``
+(:class:`~hfstream.source.base.TokenDocuments`): batches of texts to tokenize, or of token ids
+a token cache already holds. When the source can seek, every document carries its ref
+``(epoch, shard row)`` and the state is *compact*: the shuffle buffer and the packer's
+remainder are stored as refs (and the offset into the first document), read back on restore.
+Otherwise the state holds the token arrays themselves.
 """
 
 from __future__ import annotations
 
 import collections
 import hashlib
+import zlib
 from typing import Any, Iterator
 
 import numpy as np
@@ -18,13 +26,23 @@ import numpy as np
 from hfstream.errors import StateError, check_int
 from hfstream.loader.batch import Rows
 from hfstream.loader.packing import TokenPacker
+from hfstream.loader.plain import pack_many, unpack_many
 from hfstream.loader.shuffle import ShuffleBuffer
-from hfstream.source.base import DocumentSource, require_keys
+from hfstream.source.base import DocBatch, DocumentSource, Ref, require_keys
+from hfstream.source.token_cache import TOKEN_DTYPE, TokenCache
 from hfstream.tokens.jobs import EncodeJob
 
-STATE_VERSION = 1
+STATE_VERSION = 2             # 2: compact (refs) or token form, plain data only; 1 (numpy arrays) still loads
+TOKENS_VERSION = 1            # how texts become ids here (part of every token cache key)
+TOKEN_BYTES = 4               # bytes per token id in the buffer's budget (uint32 arrays)
 ARRAY_OVERHEAD = 112          # bytes of a numpy array object besides its data (for the budget)
 LOOKAHEAD = 2                 # batches of texts handed to the tokenizer threads ahead of packing
+_MASK64 = (1 << 64) - 1
+DEFAULT_WARMUP = 256          # documents in the shuffle buffer before the first one leaves (then it grows)
+
+
+#: a document as the buffer and the packer hold it: (ref or None, token ids, check)
+Item = tuple[Ref | None, np.ndarray, int]
 
 
 def derive_seed(seed: int, key: object) -> int:
@@ -44,37 +62,42 @@ class TokenPipeline:
 
     Args:
         source: the DocumentSource (a corpus, a mixture, texts in memory, a held-out filter).
-        encoder: an object with ``encode_batch(texts) -> list[np.ndarray]`` and ``eos_id``
-            (``hfstream.tokenization.TextEncoder``); its ``submit(texts)``, if it has one,
-            tokenizes ahead in the background.
+        encoder: an object with ``encode_batch(texts) -> list[np.ndarray]``, ``submit(texts)``
+            (tokenizes ahead in the background), ``eos_id`` and ``fingerprint``
+            (``hfstream.tokens.encoder.TextEncoder``).
         batch_size: rows per batch (B).
         seq_len: tokens per input row (T); rows hold T+1 tokens.
         shuffle_buffer_size: documents held for shuffling; 0 or 1 disables shuffling.
         shuffle_buffer_bytes: memory budget of the buffer (token array bytes).
         seed: seeds the shuffle buffer's generator.
         shuffle_warmup: documents buffered before the first one leaves; the buffer then grows
-            to ``shuffle_buffer_size`` at half the input rate. Default ``min(1000, size)``:
+            to ``shuffle_buffer_size`` at half the input rate. Default ``min(DEFAULT_WARMUP, size)``:
             the first batch comes quickly, shuffling reaches full strength soon after.
         with_positions: also return per-token position ids (reset after each EOS).
+        token_cache: where token ids of documents read before are kept (None: no cache).
     """
 
     def __init__(self, source: DocumentSource, encoder: Any, batch_size: int, seq_len: int,
                  shuffle_buffer_size: int = 10_000, shuffle_buffer_bytes: int = 256 << 20,
-                 seed: int = 0, with_positions: bool = False, shuffle_warmup: int | None = None):
+                 seed: int = 0, with_positions: bool = False, shuffle_warmup: int | None = None,
+                 token_cache: TokenCache | None = None):
         check_int("shuffle_buffer_size", shuffle_buffer_size, 0,
                   "use 0 to disable shuffling, 10_000 is a good default")
         self.source, self.encoder = source, encoder
-        self._encoder_submit = getattr(encoder, "submit", None)  # None: a synchronous encoder
+        self.docs = source.tokenized(token_cache, f"{encoder.fingerprint}:{TOKENS_VERSION}")
         self.packer = TokenPacker(batch_size, seq_len, encoder.eos_id, with_positions=with_positions)
         capacity = max(shuffle_buffer_size, 1)
-        warmup = min(1000, capacity) if shuffle_warmup is None else shuffle_warmup
+        warmup = min(DEFAULT_WARMUP, capacity) if shuffle_warmup is None else shuffle_warmup
         self.buffer = ShuffleBuffer(capacity, shuffle_buffer_bytes, seed, warmup=warmup)
         self._shuffle = shuffle_buffer_size > 1
-        self._batches: Iterator[list[str]] | None = None
-        self._inflight: collections.deque[tuple[dict[str, Any], int, EncodeJob]] = collections.deque()
+        self._batches: Iterator[DocBatch] | None = None
+        self._inflight: collections.deque[tuple[dict[str, Any], DocBatch, EncodeJob]] = collections.deque()
+        self._packed: collections.deque[Item] = collections.deque()  # the documents in the packer
+        self._packed_tokens = 0                # their tokens, EOS included
+        self._eos = int(encoder.eos_id is not None)
         self._source_done = False              # the source has no more texts (some may be in flight)
         self._exhausted = False                # ... and they are all packed
-        self.num_docs = 0                      # documents tokenized
+        self.num_docs = 0                      # documents tokenized (or read from the token cache)
 
     def next_batch(self) -> Rows | None:
         """The next (B, T+1) int64 rows (and positions), or None when the source is done."""
@@ -84,37 +107,54 @@ class TokenPipeline:
                 return None
             self._read_more()
         out = packer.pop()
+        pending, packed = packer.num_pending_tokens, self._packed
+        while packed and self._packed_tokens - len(packed[0][1]) - self._eos >= pending:
+            self._packed_tokens -= len(packed.popleft()[1]) + self._eos  # wholly in popped rows
         return Rows(*out) if isinstance(out, tuple) else Rows(out)
 
     def _read_more(self) -> None:
         if self._batches is None:
-            self._batches = self.source.stream_batches()
+            self._batches = self.docs.batches()
         inflight = self._inflight
         while not self._source_done and len(inflight) < LOOKAHEAD:
-            before = self.source.state_dict()  # the position a restore goes back to
-            texts = next(self._batches, None)
-            if texts is None:
+            before = self.docs.state_dict()  # the position a restore goes back to
+            batch = next(self._batches, None)
+            if batch is None:
                 self._source_done = True
             else:
-                inflight.append((before, len(texts), self._submit(texts)))
+                inflight.append((before, batch, self._submit(batch)))
         if not inflight:
             # The source is done: empty the buffer, in its random order, one batch at a time
             # (all at once would grow the packer by the whole buffer: 128 MB for 10k documents).
             buffer, packer = self.buffer, self.packer
             while len(buffer) and not packer.num_ready:
-                packer.add(buffer.pop())
+                self._pack([buffer.pop()])
             self._exhausted = not len(buffer)
             return
-        _, num_texts, job = inflight.popleft()
+        _, batch, job = inflight.popleft()
         arrays = job.result()
-        self.num_docs += num_texts
+        if batch.texts is not None:
+            self.docs.record(batch, arrays)
+        self.num_docs += len(arrays)
+        checks = map(_doc_check, arrays) if self.docs.seekable else [0] * len(arrays)
+        items = list(zip(batch.refs or [None] * len(arrays), arrays, checks))
         if self._shuffle:
-            arrays = self.buffer.push_many(arrays, [a.nbytes + ARRAY_OVERHEAD for a in arrays])
-        self.packer.add_many(arrays)
+            items = self.buffer.push_many(items, [TOKEN_BYTES * len(a) + ARRAY_OVERHEAD for a in arrays])
+        self._pack(items)
 
-    def _submit(self, texts: list[str]) -> EncodeJob:
-        submit = self._encoder_submit
-        return submit(texts) if submit else EncodeJob.done(self.encoder.encode_batch(texts))
+    def _pack(self, items: list[Item]) -> None:
+        self.packer.add_many([item[1] for item in items])
+        for item in items:
+            if len(item[1]):  # the packer skips empty documents
+                self._packed.append(item)
+                self._packed_tokens += len(item[1]) + self._eos
+
+    def _submit(self, batch: DocBatch) -> EncodeJob:
+        """Token ids of a batch: from the cache as they are, else the texts on the tokenizer
+        threads (the encoder gives whole-document ids for documents of any length)."""
+        if batch.tokens is not None:
+            return EncodeJob.done(batch.tokens)
+        return self.encoder.submit(batch.texts)
 
     # -- the row-source interface a producer runs ------------------------------------------
     def fingerprint(self) -> str:
@@ -126,34 +166,102 @@ class TokenPipeline:
                 "buffer_bytes": buffer.num_bytes, **self.source.stats()}
 
     def start(self) -> None:
-        self.source.start()
+        if self.docs.start():  # texts will come: build the tokenizer while the worker starts
+            self.encoder.prepare()
 
     def close(self) -> None:
         for _, _, job in self._inflight:
             job.cancel()
+        self.docs.flush()
         self.source.close()
 
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Exact state: source position, buffer contents and generator, packer remainder."""
-        source = self._inflight[0][0] if self._inflight else self.source.state_dict()
-        return {"version": STATE_VERSION, "source": source,
-                "buffer": self.buffer.state_dict(), "packer": self.packer.state_dict(),
-                "exhausted": self._exhausted, "num_docs": self.num_docs}
+        """Exact state: source position, buffer (generator and documents), packer remainder.
+
+        Compact (refs) when the source can seek, else with the token arrays; plain data either
+        way (``torch.load`` reads it with its defaults).
+        """
+        source = self._inflight[0][0] if self._inflight else self.docs.state_dict()
+        buffer = self.buffer.state_dict()
+        items, sizes = buffer.pop("items"), buffer.pop("sizes")
+        state = {"version": STATE_VERSION, "source": source, "exhausted": self._exhausted, "num_docs": self.num_docs}
+        if not self.docs.seekable:
+            return {**state, "form": "tokens", "packer": self.packer.state_dict(),
+                    "buffer": {**buffer, "items": pack_many([item[1] for item in items]), "sizes": sizes}}
+        self.docs.flush()  # every ref recorded so far can now be read back from the token cache
+        packed = list(self._packed)
+        return {**state, "form": "refs", "check": sum(item[2] for item in items + packed) & _MASK64,
+                "buffer": {**buffer, "refs": _flat([item[0] for item in items])},
+                "packer": {"refs": _flat([item[0] for item in packed]), "num_empty_skipped": self.packer.num_empty_skipped,
+                           "skip": self._packed_tokens - self.packer.num_pending_tokens}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         require_keys(state, ("version", "source", "buffer", "packer", "exhausted", "num_docs"),
                      "token pipeline state", "TokenPipeline.state_dict()")
-        if state["version"] != STATE_VERSION:
+        if state["version"] not in (1, STATE_VERSION):
             raise StateError(f"pipeline state version {state.get('version')!r} is not {STATE_VERSION}",
                              "restore with the hfstream version that saved it")
         for _, _, job in self._inflight:
             job.cancel()
         self._inflight.clear()
         self._source_done = False
-        self.source.load_state_dict(state["source"])
-        self.buffer.load_state_dict(state["buffer"])
-        self.packer.load_state_dict(state["packer"])
+        self.docs.load_state_dict(state["source"])
+        if state.get("form") == "refs":
+            self._load_refs(state)
+        else:
+            buffer = dict(state["buffer"])
+            buffer["items"] = [(None, a, 0) for a in unpack_many(buffer["items"])]
+            self.buffer.load_state_dict(buffer)
+            self.packer.load_state_dict(state["packer"])
+            self._packed.clear()
+            self._packed_tokens = 0
         self._exhausted = state["exhausted"]
         self._batches = None
         self.num_docs = state["num_docs"]
+
+    def _load_refs(self, state: dict[str, Any]) -> None:
+        """Read the buffered documents and the packer's remainder again by their refs."""
+        if not self.docs.seekable:
+            raise StateError(f"the state stores documents by position, but {self.source.name} cannot seek",
+                             "restore it into a loader over the same dataset (local files)")
+        buffer, packer = dict(state["buffer"]), state["packer"]
+        held, packed = _pairs(buffer.pop("refs")), _pairs(packer["refs"])
+        arrays = self.docs.fetch(held + packed, self.encoder.encode_batch)
+        checks = list(map(_doc_check, arrays))
+        if sum(checks) & _MASK64 != state["check"]:
+            raise StateError(f"the documents read back for the saved state differ from the saved ones "
+                             f"({self.source.name} changed since it was saved)",
+                             "restore with the same data files and tokenizer")
+        self.buffer.load_state_dict({**buffer, "items": list(zip(held, arrays[:len(held)], checks)),
+                                     "sizes": [TOKEN_BYTES * len(a) + ARRAY_OVERHEAD for a in arrays[:len(held)]]})
+        self._packed = collections.deque(zip(packed, arrays[len(held):], checks[len(held):]))
+        self._packed_tokens = sum(len(item[1]) + self._eos for item in self._packed)
+        parts, positions = [], []
+        for _, array, _ in self._packed:  # the packed stream: doc EOS doc EOS ...
+            parts += [array.astype(np.int64)] + ([np.array([self.encoder.eos_id], np.int64)] if self._eos else [])
+            positions.append(np.arange(len(array) + self._eos))
+        tokens = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        position_ids = np.concatenate(positions) if positions else np.zeros(0, np.int64)
+        skip = packer["skip"]
+        p = self.packer
+        self.packer.load_state_dict({"batch_size": p.batch_size, "seq_len": p.seq_len, "eos_id": p.eos_id,
+                                     "with_positions": p.with_positions, "tokens": tokens[skip:],
+                                     "positions": position_ids[skip:] if p.with_positions else [],
+                                     "num_empty_skipped": packer["num_empty_skipped"]})
+
+
+def _flat(refs: list[Any]) -> list[int]:
+    """Refs ``[(e, r), ...]`` as one flat list of ints ``[e, r, ...]`` (small in a pickle)."""
+    return [int(x) for ref in refs for x in ref]
+
+
+def _pairs(flat: list[int]) -> list[Ref]:
+    return list(zip(flat[0::2], flat[1::2]))
+
+
+def _doc_check(array: np.ndarray) -> int:
+    """A document's check: its length and a CRC-32 of its first 64 ids. The state holds their sum
+    (kept with each document, so saving costs no pass over the tokens); a restore that reads
+    other documents back (the data changed) gets another sum."""
+    return len(array) << 32 | zlib.crc32(np.ascontiguousarray(array[:64], TOKEN_DTYPE).data)

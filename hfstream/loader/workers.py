@@ -1,10 +1,14 @@
 """WorkerProducer: token pipelines in torch DataLoader worker processes, disjoint shards, exact resume.
 
 Each DataLoader worker opens its own source (:func:`hfstream.sources.open_source`; a corpus
-runs its own worker subprocess) on a disjoint shard, and its own TokenPipeline. Resume is exact without shipping a full state with every batch: a
-worker sends an *anchor* (its full pipeline state) with every ``state_every``-th batch; the
-parent keeps, per worker, the last anchor it consumed and how many of that worker's batches it
-has consumed since. Restoring loads the anchor and replays the difference (deterministic).
+runs its own worker subprocess) on a disjoint shard, and its own TokenPipeline with its share
+of the tokenizer threads. Batches cross the process boundary in *groups*: one (K, B, T+1)
+tensor per item (K grows 1, 2, 4, ... up to about :data:`GROUP_BYTES`), because torch's transfer
+costs about a millisecond per item whatever its size. Resume is exact without shipping a full
+state with every batch: a worker sends an *anchor* (its pipeline state, compact when the source
+can seek) with the first group after every ``state_every`` batches; the parent keeps, per
+worker, the last anchor it consumed and how many of that worker's batches it has consumed
+since. Restoring loads the anchor and replays the difference (deterministic).
 
 The parent hands batches out in one fixed order, round-robin over the logical workers whose
 shard is not done, whatever order torch delivers them in (it holds a batch that comes early).
@@ -16,24 +20,30 @@ roles so that torch's order matches the fixed one and nothing needs holding.
 from __future__ import annotations
 
 import collections
+import logging
 from typing import Any, Iterator
 
+import numpy as np
+import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from hfstream.errors import ConfigError, HfStreamError, StateError
-from hfstream.loader.batch import Batch, rows_to_batch
+from hfstream.loader.batch import Batch, Rows
 from hfstream.loader.pipeline import TokenPipeline, derive_seed
 from hfstream.source.base import DocumentSource, require_keys
 from hfstream.sources import open_source
+
+log = logging.getLogger("hfstream.loader.workers")
+GROUP_BYTES = 1 << 20   # rows per item sent from a DataLoader worker (int64 bytes)
 
 
 class StreamingTextDataset(IterableDataset):
     """Batches of one DataLoader worker's shard; use inside ``DataLoader(ds, batch_size=None)``.
 
-    Each item is a dict: ``inputs``/``targets`` (B, T) int64, ``positions`` (if asked),
-    ``worker`` (logical worker id), ``index`` (the worker's batch number), ``anchor`` (the full
-    state before this batch, every ``state_every`` batches, else None), ``docs``, and a final
-    ``{"worker": w, "end": True}`` item when the worker's shard is exhausted.
+    Each item is a dict: ``rows`` (K, B, T+1) int64 (K consecutive batches), ``positions`` (the
+    same shape, if asked), ``worker`` (logical worker id), ``index`` (the worker's number of the
+    first batch), ``anchor`` (the pipeline state before it, after every ``state_every`` batches,
+    else None), ``docs``, and a final ``{"worker": w, "end": True}`` item when the shard is exhausted.
     ``StreamingTextDataLoader(..., num_workers=N)`` consumes these and keeps the state.
     """
 
@@ -65,27 +75,40 @@ class StreamingTextDataset(IterableDataset):
         info = get_worker_info()
         physical, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         logical = (physical + self.rotation) % num_workers
+        if info is not None:  # the tokenizer threads are shared out between the workers
+            self.tokenizer.num_threads = max(1, self.tokenizer.num_threads // num_workers)
         pipeline = self._pipeline(logical, num_workers)
         try:
             index = self._restore(pipeline, self.resume.get(logical))
             if index is None:
                 yield {"worker": logical, "end": True}
                 return
-            while True:
-                anchor = pipeline.state_dict() if index % self.state_every == 0 else None
-                out = pipeline.next_batch()
-                if out is None:
-                    yield {"worker": logical, "end": True}
-                    return
-                batch = rows_to_batch(out, pin_memory=False)  # pinning is the DataLoader's
-                item = {"inputs": batch.inputs, "targets": batch.targets,
-                        "worker": logical, "index": index, "anchor": anchor, "docs": pipeline.num_docs}
-                if batch.positions is not None:
-                    item["positions"] = batch.positions
-                yield item
-                index += 1
+            yield from self._groups(pipeline, logical, index)
+            yield {"worker": logical, "end": True}
         finally:
             pipeline.close()
+
+    def _groups(self, pipeline: TokenPipeline, logical: int, index: int) -> Iterator[dict[str, Any]]:
+        """Groups of batches from ``index`` on; the group size doubles up to GROUP_BYTES."""
+        most = max(1, GROUP_BYTES // (8 * self.batch_size * (self.seq_len + 1)))
+        size, anchored = 1, None
+        while True:
+            due = anchored is None or index - anchored >= self.state_every
+            anchor = pipeline.state_dict() if due else None
+            anchored = index if due else anchored
+            group: list[Rows] = []
+            while len(group) < size and (out := pipeline.next_batch()) is not None:
+                group.append(out)
+            if not group:
+                return
+            positions = None if group[0].positions is None else torch.from_numpy(np.stack([r.positions for r in group]))
+            yield {"rows": torch.from_numpy(np.stack([r.tokens for r in group])),  # K x (B, T+1) -> (K, B, T+1)
+                   "positions": positions, "worker": logical, "index": index, "anchor": anchor,
+                   "docs": pipeline.num_docs}
+            index += len(group)
+            if len(group) < size:
+                return
+            size = min(2 * size, most)
 
     @staticmethod
     def _restore(pipeline: TokenPipeline, point: dict[str, Any] | None) -> int | None:
@@ -111,6 +134,8 @@ class WorkerTracker:
     """The parent's bookkeeping of consumed batches per logical worker (the aggregate state).
 
     ``cursor`` is the logical worker whose batch comes next (finished workers are skipped).
+    Groups are handed out one batch at a time; batches received but not handed out are not
+    in the state (a restore makes them again).
     """
 
     def __init__(self, num_workers: int):
@@ -122,17 +147,25 @@ class WorkerTracker:
         self.total = 0
         self.cursor = 0
         self._held: dict[int, collections.deque] = collections.defaultdict(collections.deque)
+        self._current: dict[int, tuple[dict[str, Any], int]] = {}   # worker -> (group, next batch in it)
 
-    def next_batch(self, items: Iterator[dict[str, Any]]) -> dict[str, Any] | None:
-        """The next batch in the fixed order, taken from torch's ``items``; None when all are done."""
+    def next_batch(self, items: Iterator[dict[str, Any]]) -> tuple[dict[str, Any], int] | None:
+        """The next batch in the fixed order, as (its group, its number in the group); None when all are done."""
         while True:
             worker = self._turn()
             if worker is None:
                 return None
-            held = self._held[worker]
-            item = held.popleft() if held else self._receive(items, worker)
-            if self.consume(item):
-                return item
+            group, k = self._current.pop(worker, (None, 0))
+            if group is None:
+                held = self._held[worker]
+                group = held.popleft() if held else self._receive(items, worker)
+                if group.get("end"):
+                    self.ended.add(worker)
+                    continue
+            if k + 1 < len(group["rows"]):
+                self._current[worker] = (group, k + 1)
+            self._consume(group, k)
+            return group, k
 
     def _turn(self) -> int | None:
         for k in range(self.num_workers):
@@ -150,19 +183,14 @@ class WorkerTracker:
         raise HfStreamError(f"the DataLoader workers stopped before worker {worker} sent its last batch",
                             "a worker process died: look for its error above, then resume from the last state")
 
-    def consume(self, item: dict[str, Any]) -> bool:
-        """Record an item; returns False for a worker's end marker (not a batch)."""
-        worker = item["worker"]
-        if item.get("end"):
-            self.ended.add(worker)
-            return False
-        if item["anchor"] is not None:
-            self.anchors[worker] = (item["index"], item["anchor"])
-        self.next_index[worker] = item["index"] + 1
-        self.docs[worker] = item["docs"]
+    def _consume(self, group: dict[str, Any], k: int) -> None:
+        worker, index = group["worker"], group["index"] + k
+        if k == 0 and group["anchor"] is not None:
+            self.anchors[worker] = (index, group["anchor"])
+        self.next_index[worker] = index + 1
+        self.docs[worker] = group["docs"]
         self.total += 1
         self.cursor = (worker + 1) % self.num_workers
-        return True
 
     def state_dict(self) -> dict[str, Any]:
         workers = {}
@@ -192,6 +220,7 @@ class WorkerTracker:
         self.docs = {int(w): n for w, n in state["docs"].items()}
         self.total = state["total"]
         self._held.clear()
+        self._current.clear()
 
 
 class WorkerProducer:
@@ -226,19 +255,28 @@ class WorkerProducer:
 
     def start(self) -> None:
         if self._items is None:
-            # as_is: items are tensors already; torch's default conversion would also turn the
-            # numpy arrays of every anchor state into tensors.
+            # The tokenizer's backend is chosen here, once: the workers inherit the choice (instead
+            # of each building the tiktoken twin), and a fork never copies a choice half made.
+            log.debug("DataLoader workers tokenize with the %s backend", self.dataset.tokenizer.backend)
+            # as_is: items are tensors already (and anchor states plain data): nothing to convert.
+            # Batches are pinned one by one in next_batch (a group's slices would not stay pinned).
             self._items = iter(DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
-                                          prefetch_factor=self.prefetch, pin_memory=self.pin_memory,
-                                          multiprocessing_context=self.multiprocessing_context,
-                                          collate_fn=as_is))
+                                          prefetch_factor=max(2, self.prefetch // 4), collate_fn=as_is,
+                                          multiprocessing_context=self.multiprocessing_context))
 
     def next_batch(self) -> Batch | None:
         self.start()
-        item = self.tracker.next_batch(self._items)
-        if item is None:  # every worker's shard is done
+        out = self.tracker.next_batch(self._items)
+        if out is None:  # every worker's shard is done
             return None
-        return Batch(item["inputs"], item["targets"], item.get("positions"))
+        group, k = out
+        rows, positions = group["rows"][k], group["positions"]
+        # (B, T+1) -> 2 x (B, T)
+        tensors = [rows[:, :-1].contiguous(), rows[:, 1:].contiguous(),
+                   None if positions is None else positions[k][:, :-1].contiguous()]
+        if self.pin_memory:
+            tensors = [None if t is None else t.pin_memory() for t in tensors]
+        return Batch(*tensors)
 
     def state_dict(self) -> dict[str, Any]:
         return {"workers": self.tracker.state_dict()}

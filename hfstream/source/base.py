@@ -13,13 +13,28 @@ and the CLIs never ask what kind of source they hold::
 Subclasses implement ``stream_batches`` (or ``stream``: each default is built on the other, so
 one of them must be overridden), ``state_dict``, ``load_state_dict`` and ``fingerprint``;
 ``start``, ``close`` and ``stats`` have no-op defaults.
+
+One optional capability, asked for explicitly: ``tokenized(cache, key)`` returns the source's
+documents as :class:`TokenDocuments`. The default (:class:`TextDocuments`) gives texts only; a
+source that can *seek* (the corpus over local files) gives each document's ref ``(epoch, shard
+row)`` and can read documents again by ref, and with a token cache it serves the token ids of
+documents read before instead of their texts. The token pipeline asks every source for it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
 from hfstream.errors import ConfigError, StateError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from hfstream.source.token_cache import TokenCache
+
+#: a document's ref: ``(epoch, shard row)``, where a seekable source finds it again
+Ref = tuple[int, int]
 
 
 class DocumentSource:
@@ -77,6 +92,18 @@ class DocumentSource:
     def stats(self) -> dict[str, Any]:
         """Counters for reports: ``skipped`` rows by reason, worker ``restarts``, mixture ``shares``."""
         return {}
+
+    def tokenized(self, cache: "TokenCache | None", key: str) -> "TokenDocuments":
+        """These documents for a token pipeline (see :class:`TokenDocuments`).
+
+        Args:
+            cache: the token cache to read token ids from and write them to, or None.
+            key: what the ids are made by (the tokenizer's fingerprint), part of every cache key.
+
+        The default gives texts only, without refs (the pipeline then keeps token arrays in its
+        state); a source that can seek overrides it.
+        """
+        return TextDocuments(self)
 
     def start(self) -> None:
         """Start reading ahead now (e.g. the worker process), to overlap its start-up."""
@@ -166,3 +193,79 @@ def as_document_source(obj: Any, name: str | None = None) -> DocumentSource:
                           "subclass hfstream.DocumentSource, or pass a dataset name, a list of texts "
                           "or a list of Streams")
     return _DuckSource(obj, name or type(obj).__name__)
+
+
+@dataclass
+class DocBatch:
+    """Consecutive documents of a source, as texts to tokenize or as token ids already made.
+
+    Attributes:
+        texts: the texts, or None when ``tokens`` are given (read from a token cache).
+        tokens: one uint32 array per document, or None.
+        refs: each document's ref ``(epoch, shard row)``, or None when the source cannot seek.
+        start, end: the source's ``(epoch, row)`` before and after the batch (seekable sources).
+    """
+
+    texts: list[str] | None = None
+    tokens: "list[np.ndarray] | None" = None
+    refs: list[Ref] | None = None
+    start: Ref | None = None
+    end: Ref | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts if self.texts is not None else self.tokens or ())
+
+
+class TokenDocuments(Protocol):
+    """A source's documents as a token pipeline reads them (``DocumentSource.tokenized``).
+
+    ``seekable`` says whether batches carry refs and ``fetch`` reads documents again by ref: the
+    pipeline's state then stores refs instead of token arrays. ``record`` hands back the ids of
+    a text batch (a cache writes them), ``flush`` makes what was written readable (before a
+    state is saved), ``state_dict``/``load_state_dict`` are the source's own position.
+    """
+
+    seekable: bool
+
+    def start(self) -> bool:
+        """Start reading ahead (e.g. the worker); True when texts will come (to tokenize), False
+        when what comes first is already tokenized (a token cache) or nothing."""
+        ...
+    def batches(self) -> Iterator[DocBatch]: ...
+    def record(self, batch: DocBatch, arrays: "list[np.ndarray]") -> None: ...
+    def fetch(self, refs: Sequence[Ref], encode: "Callable[[list[str]], list[np.ndarray]]") -> "list[np.ndarray]": ...
+    def flush(self) -> None: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class TextDocuments:
+    """The default :class:`TokenDocuments`: a source's text batches, no refs, nothing cached."""
+
+    seekable = False
+
+    def __init__(self, source: DocumentSource):
+        self.source = source
+
+    def start(self) -> bool:
+        self.source.start()
+        return True
+
+    def batches(self) -> Iterator[DocBatch]:
+        return (DocBatch(texts=texts) for texts in self.source.stream_batches())
+
+    def record(self, batch: DocBatch, arrays: "list[np.ndarray]") -> None:
+        pass
+
+    def fetch(self, refs: Sequence[Ref], encode: "Callable[[list[str]], list[np.ndarray]]") -> "list[np.ndarray]":
+        raise StateError(f"{self.source.name} cannot read documents again by position",
+                         "restore a state saved by a loader over the same kind of source")
+
+    def flush(self) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.source.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.source.load_state_dict(state)

@@ -9,10 +9,11 @@ from collections import Counter
 from typing import Any, Iterator
 
 from hfstream.errors import ERROR_TYPES, ConfigError, StateError, WorkerError, check_int
-from hfstream.source.base import DocumentSource, require_keys
+from hfstream.source.base import DocumentSource, TokenDocuments, require_keys
 from hfstream.source.process import WorkerProcess
 from hfstream.source.resolve import resolve
 from hfstream.source.spec import SourceSpec, make_spec
+from hfstream.source.cached import CachedCorpus, stream_identity
 
 log = logging.getLogger("hfstream.source.corpus")
 STATE_VERSION = 1
@@ -122,6 +123,26 @@ class HuggingFaceStreamingCorpus(DocumentSource):
             rest = texts[self._index + 1:] if self._index >= 0 else texts
             self._index = len(texts) - 1
             yield rest
+
+    def stream_located(self) -> Iterator[tuple[int, list[int], int, list[str]]]:
+        """``stream_batches`` with where each batch lies: ``(epoch, rows, end, texts)``, ``rows[i]``
+        the shard row of ``texts[i]``, ``end`` the row after the batch (what a seekable view needs)."""
+        while True:
+            texts = self._pending_texts()
+            if texts is None:
+                return
+            batch, first = self._batch, self._index + 1
+            self._index = len(texts) - 1
+            yield batch["epoch"], batch["rows"][first:], batch["end"], texts[first:]  # type: ignore[index]
+
+    def tokenized(self, cache: Any, key: str) -> TokenDocuments:
+        """Documents with refs, read again by seeking the worker; token ids through ``cache``.
+
+        A corpus without a stable identity (a ws:// server, a hub branch, a URL) gives texts only.
+        """
+        if stream_identity(self.spec, self.resolved) is None:
+            return super().tokenized(cache, key)
+        return CachedCorpus(self, cache, key)
 
     def _pending_texts(self) -> list[str] | None:
         """The current batch if it has documents left, else the next batch (None at the end)."""

@@ -8,10 +8,10 @@ them: in every epoch, on every rank, duplicates included (EIR's validation ids, 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from hfstream.errors import EmptyDatasetError
-from hfstream.source.base import DocumentSource, as_document_source
+from hfstream.source.base import DocBatch, DocumentSource, Ref, TokenDocuments, as_document_source
 
 
 def text_id(text: str) -> bytes:
@@ -70,21 +70,33 @@ class ExcludingSource(DocumentSource):
         self.corpus.start()
 
     def stream_batches(self) -> Iterator[list[str]]:
+        for batch in self._filtered(DocBatch(texts=texts) for texts in self.corpus.stream_batches()):
+            yield batch.texts  # type: ignore[misc]
+
+    def _filtered(self, batches: Iterator[DocBatch]) -> Iterator[DocBatch]:
+        """The batches without held-out texts (token batches from a cache were filtered when written)."""
         excluded = self.excluded_ids
         dropped_in_a_row = 0
-        for batch in self.corpus.stream_batches():
-            if excluded:
-                kept = [t for t in batch if text_id(t) not in excluded]
-                self.num_excluded += len(batch) - len(kept)
-                dropped_in_a_row = 0 if kept else dropped_in_a_row + len(batch)
+        for batch in batches:
+            if excluded and batch.texts is not None:
+                keep = [i for i, t in enumerate(batch.texts) if text_id(t) not in excluded]
+                self.num_excluded += len(batch) - len(keep)
+                dropped_in_a_row = 0 if keep else dropped_in_a_row + len(batch)
                 if dropped_in_a_row > self.max_dropped_in_a_row:
                     raise EmptyDatasetError(
                         f"{dropped_in_a_row:,} documents in a row were held-out ones: every "
                         "document of this stream (shard) seems to be in the evaluation set",
                         "lower data.eval_docs, or use a larger dataset")
-                batch = kept
-            if batch:
+                if len(keep) < len(batch):
+                    refs = None if batch.refs is None else [batch.refs[i] for i in keep]
+                    batch = DocBatch([batch.texts[i] for i in keep], None, refs, batch.start, batch.end)
+            if len(batch) or batch.refs is not None:  # an emptied seekable batch still moves the cache writer on
                 yield batch
+
+    def tokenized(self, cache: Any, key: str) -> TokenDocuments:
+        """The wrapped source's documents minus the held-out ones; cached under ``key`` and the held-out set."""
+        held_out = hashlib.blake2b(b"".join(sorted(self.excluded_ids)), digest_size=8).hexdigest()
+        return _ExcludingDocuments(self, self.corpus.tokenized(cache, f"{key}|excluding:{held_out}"))
 
     def state_dict(self) -> dict[str, Any]:
         return self.corpus.state_dict()
@@ -94,3 +106,32 @@ class ExcludingSource(DocumentSource):
 
     def close(self) -> None:
         self.corpus.close()
+
+
+class _ExcludingDocuments:
+    """TokenDocuments of an ExcludingSource: the inner ones, held-out texts dropped."""
+
+    def __init__(self, source: ExcludingSource, inner: TokenDocuments):
+        self.source, self.inner = source, inner
+        self.seekable = inner.seekable
+
+    def start(self) -> bool:
+        return self.inner.start()
+
+    def batches(self) -> Iterator[DocBatch]:
+        return self.source._filtered(self.inner.batches())
+
+    def record(self, batch: DocBatch, arrays: list[Any]) -> None:
+        self.inner.record(batch, arrays)
+
+    def fetch(self, refs: Sequence[Ref], encode: Callable[[list[str]], list[Any]]) -> list[Any]:
+        return self.inner.fetch(refs, encode)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state)

@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
@@ -202,18 +203,46 @@ class TextEncoder:
         self.eos_id = self._find_eos_id(eos_token)
         self.num_threads = num_threads or default_threads()
         self._bpe: TiktokenBPE | None = None
-        config = json.loads(config_json)
-        self._cut_long = can_cut(config)  # long documents in pieces, same ids (hfstream.tokens.long_texts)
-        self.backend = self._choose_backend(backend, config, check_texts or ())
-        logger.info("tokenizer %s: backend=%s vocab_size=%d eos_id=%s", self.fingerprint,
-                    self.backend, self.vocab_size, self.eos_id)
+        # "auto" decides on first use (building the tiktoken twin costs ~0.2 s: a run that reads
+        # every document from the token cache never pays it); a pinned backend is checked now.
+        self._cut_long = can_cut(json.loads(config_json))  # long documents in pieces, same ids (long_texts)
+        self._choice: tuple[str, str, tuple[str, ...]] | None = (backend, config_json, tuple(check_texts or ()))
+        self._backend = "tokenizers"
+        self._lock = threading.Lock()
+        if backend != "auto":
+            self._decide()
+
+    def prepare(self) -> None:
+        """Choose the backend in a background thread now (returns at once), e.g. while a worker starts."""
+        if self._choice is not None:
+            threading.Thread(target=self._decide, daemon=True, name="hfstream-tokenizer-prepare").start()
+
+    @property
+    def backend(self) -> str:
+        """The backend in use, ``"tokenizers"`` or ``"tiktoken"`` (chosen on first use with ``auto``)."""
+        return self._decide()
+
+    def _decide(self) -> str:
+        if self._choice is not None:
+            with self._lock:
+                if self._choice is not None:
+                    requested, config_json, check_texts = self._choice
+                    self._backend = self._choose_backend(requested, json.loads(config_json), check_texts)
+                    self._choice = None
+                    logger.info("tokenizer %s: backend=%s vocab_size=%d eos_id=%s", self.fingerprint,
+                                self._backend, self.vocab_size, self.eos_id)
+        return self._backend
 
     def __repr__(self) -> str:
         return (f"TextEncoder(backend={self.backend!r}, vocab_size={self.vocab_size}, "
                 f"eos_id={self.eos_id}, fingerprint={self.fingerprint!r})")
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._lock = threading.Lock()
         self.tokenizer.encode_special_tokens = True  # a pickled Tokenizer forgets this flag
 
     # ---- public API -------------------------------------------------------------------------
@@ -235,6 +264,7 @@ class TextEncoder:
             raise ConfigError("encode_batch takes a list of texts, got a single str",
                               "use encode(text) for one text, or wrap it in a list")
         texts = list(texts)
+        self._decide()
         cut = cut_long_texts(texts) if self._cut_long else None
         if cut is None:
             return self._start_encoding(texts, inline)

@@ -78,7 +78,7 @@ def open_checkpoint(resume: Any, overwrite: bool, output: Path, ddp: Ranks, max_
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (tensors on the CPU, memory-mapped).
 
-    Checkpoints are pickles: only load files you trust (your own runs).
+    Read with ``weights_only=True``: a checkpoint holds tensors and plain data only (loader states included).
 
     Raises:
         ConfigError: the file does not exist.
@@ -89,7 +89,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"checkpoint {str(path)!r} does not exist",
                           "pass the checkpoint.pt of an earlier run, or its directory")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError,
             zipfile.BadZipFile, KeyError) as exc:
         raise StateError(f"checkpoint {str(path)!r} is corrupt or truncated: {exc}".split("\n")[0],
