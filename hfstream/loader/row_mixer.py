@@ -64,11 +64,13 @@ class RowMixer(Mixture):
 
     def next_batch(self) -> Rows | None:
         """The next B rows, each from the stream the schedule names; None after the last epoch."""
+        # The labels first: at the end of the last epoch no row is taken for a batch that cannot be
+        # finished (its documents stay in their pipelines, not lost in a batch never handed out).
+        labels = [self.next_label() for _ in range(self.batch_size)]
+        if None in labels:
+            return None
         rows, positions, ids = [], [], []
-        for _ in range(self.batch_size):
-            label = self.next_label()
-            if label is None:
-                return None
+        for label in labels:
             out = self.pipelines[label].next_batch()
             if out is None:  # streams are endless; only an empty stream ends here
                 return None
