@@ -12,7 +12,8 @@ from typing import Any, Iterator
 
 from hfstream.mixing.base import Mixture
 from hfstream.mixing.streams import epoch_counts, parse_count, sorted_streams, stream_sizes
-from hfstream.source.base import DocumentSource
+from hfstream.source.base import DocumentSource, TokenDocuments, Where
+from hfstream.source.ids import IdentifiedTexts
 
 log = logging.getLogger("hfstream.mixing")
 
@@ -43,6 +44,7 @@ class MixedSource(Mixture, DocumentSource):
                                        for s in self.streams]
         self.name = "mixture of " + ", ".join(self.labels)
         self._iters: list[Iterator[str] | None] = [None] * len(self.sources)
+        self._located: list[Iterator[tuple[str, Where | None]] | None] = [None] * len(self.sources)
         log.info("mixture: %s; %s per epoch", ", ".join(f"{s.label}={c}" for s, c in zip(self.streams, counts)),
                  sum(counts))
 
@@ -56,6 +58,28 @@ class MixedSource(Mixture, DocumentSource):
                 self._iters[label] = self.sources[label].stream()
             yield next(self._iters[label])  # endless: epochs=None on every stream
 
+    def stream_identified(self) -> Iterator[tuple[str, Where]]:
+        """``stream()`` with each document's stream label, shard, epoch and row (records).
+
+        A stream whose source cannot say where its documents are numbers them in the order this
+        mixture took them (``num_shards`` 0, ``shard`` this rank).
+        """
+        while True:
+            label = self.next_label()
+            if label is None:
+                return
+            if self._located[label] is None:
+                self._located[label] = self.sources[label].stream_identified()
+            text, where = next(self._located[label])  # type: ignore[arg-type]
+            if where is None:
+                k = self.realized[label] - 1
+                where = (None, self.rank, 0, 0, k, k, k + 1)
+            yield text, (self.streams[label].label, *where[1:])
+
+    def tokenized(self, cache: Any, key: str, identified: bool = False) -> TokenDocuments:
+        """Texts (no refs); with ``identified``, read document by document with each one's id."""
+        return IdentifiedTexts(self) if identified else super().tokenized(cache, key)
+
     def proportions(self) -> dict[str, float]:
         """Realized share of each stream so far (this rank)."""
         return self.shares()
@@ -66,3 +90,4 @@ class MixedSource(Mixture, DocumentSource):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self._iters = [None] * len(self.sources)
+        self._located = [None] * len(self.sources)

@@ -19,6 +19,11 @@ documents as :class:`TokenDocuments`. The default (:class:`TextDocuments`) gives
 source that can *seek* (the corpus over local files) gives each document's ref ``(epoch, shard
 row)`` and can read documents again by ref, and with a token cache it serves the token ids of
 documents read before instead of their texts. The token pipeline asks every source for it.
+
+Asked with ``identified=True`` (the loader's ``record_docs``), batches also say which documents
+they hold (:data:`DocId`) and which rows the reader went over to find them (:data:`Read`), for
+``hfstream audit``. A source that cannot say gives none, and the pipeline numbers its
+documents in the order they come.
 """
 
 from __future__ import annotations
@@ -35,6 +40,15 @@ if TYPE_CHECKING:
 
 #: a document's ref: ``(epoch, shard row)``, where a seekable source finds it again
 Ref = tuple[int, int]
+#: a document's identity in records: ``(stream, shard, num_shards, epoch, shard row)``. ``stream``
+#: is None where the source does not know its name (the pipeline's then); ``num_shards`` 0 marks
+#: a document numbered in arrival order (a source that cannot say where its documents are).
+DocId = tuple[Any, int, int, int, int]
+#: rows a reader went over: ``(stream, shard, num_shards, epoch, start row, end row)``
+Read = tuple[Any, int, int, int, int, int]
+#: where ``stream_identified`` found a document: its DocId, then the rows read for it ``(start,
+#: end)``: from the previous document's end (rows before its own were filtered out)
+Where = tuple[Any, int, int, int, int, int, int]
 
 
 class DocumentSource:
@@ -93,12 +107,22 @@ class DocumentSource:
         """Counters for reports: ``skipped`` rows by reason, worker ``restarts``, mixture ``shares``."""
         return {}
 
-    def tokenized(self, cache: "TokenCache | None", key: str) -> "TokenDocuments":
+    def stream_identified(self) -> "Iterator[tuple[str, Where | None]]":
+        """``stream()`` with where each document was found (None: the source cannot say).
+
+        For sources read document by document under records (a document mixture's streams); a
+        corpus says its shard, epoch and row. Exact per document, like ``stream()``.
+        """
+        for text in self.stream():
+            yield text, None
+
+    def tokenized(self, cache: "TokenCache | None", key: str, identified: bool = False) -> "TokenDocuments":
         """These documents for a token pipeline (see :class:`TokenDocuments`).
 
         Args:
             cache: the token cache to read token ids from and write them to, or None.
             key: what the ids are made by (the tokenizer's fingerprint), part of every cache key.
+            identified: batches also carry ``ids`` and ``reads`` where the source can say them.
 
         The default gives texts only, without refs (the pipeline then keeps token arrays in its
         state); a source that can seek overrides it.
@@ -204,6 +228,9 @@ class DocBatch:
         tokens: one uint32 array per document, or None.
         refs: each document's ref ``(epoch, shard row)``, or None when the source cannot seek.
         start, end: the source's ``(epoch, row)`` before and after the batch (seekable sources).
+        ids, reads, held_out: with ``identified``: each document's id, the rows read for the batch
+            (rows in them that are neither in ``ids`` nor ``held_out`` were filtered out by the
+            reader), and the documents the held-out filter dropped.
     """
 
     texts: list[str] | None = None
@@ -211,6 +238,9 @@ class DocBatch:
     refs: list[Ref] | None = None
     start: Ref | None = None
     end: Ref | None = None
+    ids: list[DocId] | None = None
+    reads: list[Read] | None = None
+    held_out: list[DocId] | None = None
 
     def __len__(self) -> int:
         return len(self.texts if self.texts is not None else self.tokens or ())

@@ -24,6 +24,7 @@ import orjson
 
 from hfstream.errors import StateError
 from hfstream.source.base import DocBatch, Ref, TokenDocuments
+from hfstream.source.ids import end_marker, identify
 from hfstream.source.resolve import Resolved
 from hfstream.source.spec import SourceSpec
 from hfstream.source.token_cache import TOKEN_DTYPE, Chunk, ChunkName, TokenCache
@@ -71,12 +72,14 @@ class CachedCorpus(TokenDocuments):
         corpus: the HuggingFaceStreamingCorpus (its public position and ``stream_located``).
         cache: the token cache, or None (refs and re-reading only).
         key: the tokenizer's fingerprint (what the ids are made by).
+        identified: batches carry ids and reads (records), and a finished stream ends with an
+            empty batch saying where it stopped.
     """
 
     seekable = True
 
-    def __init__(self, corpus: Any, cache: TokenCache | None, key: str):
-        self.corpus, self.cache, self.key = corpus, cache, key
+    def __init__(self, corpus: Any, cache: TokenCache | None, key: str, identified: bool = False):
+        self.corpus, self.cache, self.key, self.identified = corpus, cache, key, identified
         self.spec: SourceSpec = corpus.spec
         self.identity = stream_identity(corpus.spec, corpus.resolved)
         self._state = corpus.state_dict()   # the position, in the corpus's own format
@@ -115,12 +118,13 @@ class CachedCorpus(TokenDocuments):
     # -- reading -----------------------------------------------------------------------------
     def batches(self) -> Iterator[DocBatch]:
         """Batches from the current position: token ids from the cache, texts from the worker."""
+        shard, num_shards = self.spec.shard, self.spec.num_shards
         while not self._state["finished"]:
             chunk = self._covering(self._state["epoch"], self._state["row"], 0.0)
-            if chunk is not None:
-                yield from self._from_chunk(chunk)
-            else:
-                yield from self._from_worker()
+            batches = self._from_chunk(chunk) if chunk is not None else self._from_worker()
+            yield from (identify(b, shard, num_shards) for b in batches) if self.identified else batches
+        if self.identified:
+            yield end_marker(shard, num_shards, self._state["epoch"], self._state["row"])
 
     def _covering(self, epoch: int, row: int, max_age_s: float) -> Chunk | None:
         if self.cache is None:

@@ -9,7 +9,8 @@ from collections import Counter
 from typing import Any, Iterator
 
 from hfstream.errors import ERROR_TYPES, ConfigError, StateError, WorkerError, check_int
-from hfstream.source.base import DocumentSource, TokenDocuments, require_keys
+from hfstream.source.base import DocumentSource, TokenDocuments, Where, require_keys
+from hfstream.source.ids import IdentifiedTexts
 from hfstream.source.process import WorkerProcess
 from hfstream.source.resolve import resolve
 from hfstream.source.spec import SourceSpec, make_spec
@@ -135,14 +136,26 @@ class HuggingFaceStreamingCorpus(DocumentSource):
             self._index = len(texts) - 1
             yield batch["epoch"], batch["rows"][first:], batch["end"], texts[first:]  # type: ignore[index]
 
-    def tokenized(self, cache: Any, key: str) -> TokenDocuments:
+    def stream_identified(self) -> Iterator[tuple[str, Where]]:
+        """``stream()`` with each document's shard, epoch and row, and the rows read for it."""
+        shard, num_shards = self.spec.shard, self.spec.num_shards
+        epoch, row, _ = self._position()
+        for text in self.stream():
+            batch = self._batch
+            assert batch is not None
+            start = row if epoch == batch["epoch"] else 0
+            epoch, row, _ = self._position()
+            yield text, (None, shard, num_shards, epoch, batch["rows"][self._index], start, row)
+
+    def tokenized(self, cache: Any, key: str, identified: bool = False) -> TokenDocuments:
         """Documents with refs, read again by seeking the worker; token ids through ``cache``.
 
-        A corpus without a stable identity (a ws:// server, a hub branch, a URL) gives texts only.
+        A corpus without a stable identity (a ws:// server, a hub branch, a URL) gives texts only
+        (with ``identified``: read document by document, each with its id).
         """
         if stream_identity(self.spec, self.resolved) is None:
-            return super().tokenized(cache, key)
-        return CachedCorpus(self, cache, key)
+            return IdentifiedTexts(self) if identified else super().tokenized(cache, key)
+        return CachedCorpus(self, cache, key, identified)
 
     def _pending_texts(self) -> list[str] | None:
         """The current batch if it has documents left, else the next batch (None at the end)."""

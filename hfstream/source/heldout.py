@@ -88,15 +88,15 @@ class ExcludingSource(DocumentSource):
                         "document of this stream (shard) seems to be in the evaluation set",
                         "lower data.eval_docs, or use a larger dataset")
                 if len(keep) < len(batch):
-                    refs = None if batch.refs is None else [batch.refs[i] for i in keep]
-                    batch = DocBatch([batch.texts[i] for i in keep], None, refs, batch.start, batch.end)
-            if len(batch) or batch.refs is not None:  # an emptied seekable batch still moves the cache writer on
+                    batch = _kept(batch, keep)
+            # an emptied seekable batch still moves the cache writer on; an identified one says what it read
+            if len(batch) or batch.refs is not None or batch.reads:
                 yield batch
 
-    def tokenized(self, cache: Any, key: str) -> TokenDocuments:
+    def tokenized(self, cache: Any, key: str, identified: bool = False) -> TokenDocuments:
         """The wrapped source's documents minus the held-out ones; cached under ``key`` and the held-out set."""
         held_out = hashlib.blake2b(b"".join(sorted(self.excluded_ids)), digest_size=8).hexdigest()
-        return _ExcludingDocuments(self, self.corpus.tokenized(cache, f"{key}|excluding:{held_out}"))
+        return _ExcludingDocuments(self, self.corpus.tokenized(cache, f"{key}|excluding:{held_out}", identified))
 
     def state_dict(self) -> dict[str, Any]:
         return self.corpus.state_dict()
@@ -106,6 +106,17 @@ class ExcludingSource(DocumentSource):
 
     def close(self) -> None:
         self.corpus.close()
+
+
+def _kept(batch: DocBatch, keep: list[int]) -> DocBatch:
+    """The documents ``keep`` of a batch of texts; with ids, the others are its ``held_out``."""
+    refs = None if batch.refs is None else [batch.refs[i] for i in keep]
+    out = DocBatch([batch.texts[i] for i in keep], None, refs, batch.start, batch.end)  # type: ignore[index]
+    if batch.ids is not None:
+        kept = set(keep)
+        out.ids, out.reads = [batch.ids[i] for i in keep], batch.reads
+        out.held_out = [doc for i, doc in enumerate(batch.ids) if i not in kept]
+    return out
 
 
 class _ExcludingDocuments:
