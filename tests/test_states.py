@@ -32,10 +32,10 @@ def files(tmp_path):
     return tmp_path
 
 
-def loaders(files):
+def loaders(files, **options):
     parquet = str(files / "*.parquet")
     mixture = [Stream(parquet, proportion=0.6, label="a"), Stream(str(files / "b.jsonl"), proportion=0.4, label="b")]
-    common = dict(shuffle_buffer_size=30, shuffle_warmup=6, seed=4, prefetch=3)
+    common = dict(shuffle_buffer_size=30, shuffle_warmup=6, seed=4, prefetch=3, **options)
     return {
         "thread": lambda enc, cache: StreamingTextDataLoader(parquet, enc, B, T, epochs=None, token_cache=cache, **common),
         "workers": lambda enc, cache: StreamingTextDataLoader(parquet, enc, B, T, epochs=None, num_workers=2,

@@ -14,6 +14,9 @@ Each pipeline runs in its own child process (so peak RSS is its own), side by si
 (e) bare ``tiktoken`` ``encode_to_numpy``, the call hfstream's tokenizer threads make, over the
     texts in memory (what the hfstream pipeline costs on top of its own tokenizer call);
 
+(a') with ``--record-docs``: (a) again with ``record_docs=True`` (what ``train.record_docs``
+costs the loader: every row's document spans);
+
 and (:mod:`hfstream.bench.throughput`) the token cache's pass 2 vs pass 1 (and the bare
 memory-mapped read of the cache as the ceiling), ``num_workers=2`` vs 0 at T and at T=128 with
 the cache off, the state at a full 10k-document buffer (size, restore + next batch, and a ws://
@@ -46,7 +49,7 @@ from hfstream.tokens.encoder import default_threads
 WARM_UP = "warm up"
 PIPELINES = ("hfstream", "hf_pipeline", "tokenizers", "tiktoken", "tiktoken_numpy")
 EXTRA = ("cache", "workers", "full_state")
-CHILD_RUNS = PIPELINES + EXTRA + ("state",)
+CHILD_RUNS = PIPELINES + EXTRA + ("state", "hfstream_docs")
 
 
 def _texts(dataset: str) -> list[str]:
@@ -94,7 +97,7 @@ class RssSampler:
         return {"parent_rss_mb": [round(x) for x in at], "worker_rss_max_mb": round(max(worker)) if worker else None}
 
 
-def run_hfstream(args: argparse.Namespace) -> dict[str, Any]:
+def run_hfstream(args: argparse.Namespace, record_docs: bool = False) -> dict[str, Any]:
     from hfstream.loader.loader import StreamingTextDataLoader
     from hfstream.tokens.encoder import TextEncoder
 
@@ -103,7 +106,7 @@ def run_hfstream(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     first, batches = None, 0
     with StreamingTextDataLoader(args.dataset, args.tokenizer, args.batch_size, args.seq_len,
-                                 epochs=args.epochs, token_cache=False) as loader:
+                                 epochs=args.epochs, token_cache=False, record_docs=record_docs) as loader:
         rss = RssSampler(lambda: loader.source.worker_pid)
         for _ in loader:
             batches += 1
@@ -115,7 +118,8 @@ def run_hfstream(args: argparse.Namespace) -> dict[str, Any]:
     steady = (tokens - args.batch_size * args.seq_len) / (seconds - first) if first else None
     return {"tokens": tokens, "seconds": seconds, "first_batch_s": first, "floor_rss_mb": floor_mb,
             "steady_tokens_per_s": steady, **rss.summary(),
-            "note": f"backend={backend}, buffer 10k docs, data-wait {metrics['data_wait_frac']:.0%}"}
+            "note": f"backend={backend}, buffer 10k docs, data-wait {metrics['data_wait_frac']:.0%}"
+                    + (", record_docs" if record_docs else "")}
 
 
 def run_state(args: argparse.Namespace) -> dict[str, Any]:
@@ -230,7 +234,8 @@ def run_tiktoken_numpy(args: argparse.Namespace) -> dict[str, Any]:
 
 RUNNERS = {"hfstream": run_hfstream, "hf_pipeline": run_hf_pipeline, "tokenizers": run_tokenizers,
            "tiktoken": run_tiktoken, "tiktoken_numpy": run_tiktoken_numpy, "state": run_state,
-           "cache": throughput.run_cache, "workers": throughput.run_workers, "full_state": throughput.run_full_state}
+           "cache": throughput.run_cache, "workers": throughput.run_workers, "full_state": throughput.run_full_state,
+           "hfstream_docs": lambda args: run_hfstream(args, record_docs=True)}
 
 
 def ensure_tokenizer(dataset: str, vocab_size: int) -> str:
@@ -273,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", choices=PIPELINES, default=list(PIPELINES))
     p.add_argument("--extra", nargs="*", choices=EXTRA, default=list(EXTRA),
                    help="the throughput runs (cache passes, workers, state at a full buffer)")
+    p.add_argument("--record-docs", action="store_true",
+                   help="also run hfstream with record_docs=True, side by side (what train.record_docs costs)")
     p.add_argument("--one", choices=CHILD_RUNS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.dataset = args.dataset or default_dataset()
@@ -283,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.tokenizer = args.tokenizer or ensure_tokenizer(args.dataset, args.vocab_size)
     results = {name: _child(name, args) for name in args.only}
+    if args.record_docs and "hfstream" in results:
+        results["hfstream record_docs"] = _child("hfstream_docs", args)
     for r in results.values():
         r["tokens_per_s"] = r["tokens"] / r["seconds"]
     state = _child("state", args) if "hfstream" in results else {}

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from hfstream.loader.plain import pack, unpack
+from hfstream.loader.records import BatchDocs
 
 
 @dataclass
@@ -19,32 +20,38 @@ class Rows:
         tokens: int64 (B, T+1): each row is a training sequence plus its last target.
         positions: int64 (B, T+1) position ids restarting at each document, or None.
         stream_ids: int64 (B,): each row's stream in a token mixture, or None.
+        docs: the documents each row holds (``record_docs``), or None.
     """
 
     tokens: np.ndarray
     positions: np.ndarray | None = None
     stream_ids: np.ndarray | None = None
+    docs: BatchDocs | None = None
 
-    def state(self) -> tuple[Any, Any, Any]:
+    def state(self) -> tuple[Any, ...]:
         """The rows as plain data for a state dict (bytes: ``torch.load``'s defaults read them)."""
-        return (pack(self.tokens), pack(self.positions), pack(self.stream_ids))
+        arrays = (pack(self.tokens), pack(self.positions), pack(self.stream_ids))
+        return arrays if self.docs is None else (*arrays, self.docs.to_plain())
 
     @classmethod
     def from_state(cls, state: Any) -> "Rows":
-        tokens, positions, ids = state
-        return cls(*(unpack(a, np.int64) for a in (tokens, positions, ids)))
+        tokens, positions, ids = state[:3]
+        docs = BatchDocs.from_plain(state[3]) if len(state) > 3 else None
+        return cls(*(unpack(a, np.int64) for a in (tokens, positions, ids)), docs)
 
 
 class Batch:
     """One training batch: ``inputs, targets = batch`` (int64, (B, T)); ``positions`` optional."""
 
-    __slots__ = ("inputs", "targets", "positions", "stream_ids", "source_rows")
+    __slots__ = ("inputs", "targets", "positions", "stream_ids", "source_rows", "docs")
 
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor | None = None,
-                 source_rows: Rows | None = None, stream_ids: torch.Tensor | None = None):
+                 source_rows: Rows | None = None, stream_ids: torch.Tensor | None = None,
+                 docs: BatchDocs | None = None):
         self.inputs, self.targets, self.positions = inputs, targets, positions
         self.stream_ids = stream_ids    # (B,): each row's stream, with a token mixture
         self.source_rows = source_rows  # the packer's rows it came from (kept for the loader's state)
+        self.docs = docs                # the documents of each row (record_docs)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         return iter((self.inputs, self.targets))
@@ -58,7 +65,7 @@ class Batch:
     def to(self, device: Any, non_blocking: bool = True) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
         return Batch(move(self.inputs), move(self.targets), move(self.positions), self.source_rows,
-                     self.stream_ids)
+                     self.stream_ids, self.docs)
 
     def __repr__(self) -> str:
         return f"Batch(inputs={tuple(self.inputs.shape)}, targets={tuple(self.targets.shape)})"
@@ -75,4 +82,4 @@ def rows_to_batch(rows: Rows, pin_memory: bool = False) -> Batch:
         inputs, targets = inputs.pin_memory(), targets.pin_memory()
         pos = None if pos is None else pos.pin_memory()
     ids = None if rows.stream_ids is None else torch.from_numpy(rows.stream_ids)
-    return Batch(inputs, targets, pos, source_rows=rows, stream_ids=ids)
+    return Batch(inputs, targets, pos, source_rows=rows, stream_ids=ids, docs=rows.docs)

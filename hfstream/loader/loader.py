@@ -19,6 +19,7 @@ from hfstream.errors import ConfigError, StateError, check_int
 from hfstream.loader.batch import Batch, Rows, rows_to_batch
 from hfstream.loader.pipeline import TokenPipeline
 from hfstream.loader.producers import Producer, ThreadProducer
+from hfstream.loader.records import DocsInFlight
 from hfstream.loader.row_mixer import RowMixer
 from hfstream.loader.workers import WorkerProducer
 from hfstream.source.base import DocumentSource
@@ -81,6 +82,10 @@ class StreamingTextDataLoader:
         epoch_size, batching_method: mixture options (see :mod:`hfstream.mixing`).
         wrap_source: with ``mix_by="tokens"``, applied to each stream's source (the trainer uses
             it to exclude held-out documents).
+        record_docs: every batch says which documents each row holds and which of their tokens
+            (``batch.docs``, :mod:`hfstream.loader.records`), and ``docs_in_flight()`` which are
+            inside the loader: what ``train.record_docs`` logs for ``hfstream audit``. Off, it
+            costs nothing.
         **corpus_options: passed to ``HuggingFaceStreamingCorpus`` when ``source`` is a name
             (``shard``/``num_shards`` also place a mixture under DDP).
 
@@ -102,7 +107,7 @@ class StreamingTextDataLoader:
                  batching_method: str = "random",
                  wrap_source: Callable[[DocumentSource], DocumentSource] | None = None,
                  token_cache: bool | str | os.PathLike[str] | TokenCache | None = True,
-                 token_cache_bytes: int | str | None = None,
+                 token_cache_bytes: int | str | None = None, record_docs: bool = False,
                  **corpus_options: Any):
         self.batch_size = check_int("batch_size", batch_size, 1)   # rows per batch (B)
         self.seq_len = check_int("seq_len", seq_len, 1)             # tokens per row (T)
@@ -122,9 +127,10 @@ class StreamingTextDataLoader:
             pin_memory = False
         self.pin_memory = pin_memory
         self.device = torch.device(device) if device is not None else None
+        self.record_docs = bool(record_docs)
         pipeline_options = {"shuffle_buffer_size": shuffle_buffer_size, "shuffle_buffer_bytes": shuffle_buffer_bytes,
                             "shuffle_warmup": shuffle_warmup, "with_positions": with_positions,
-                            "token_cache": _token_cache(token_cache, token_cache_bytes)}
+                            "token_cache": _token_cache(token_cache, token_cache_bytes), "record_docs": record_docs}
         mixture = mixture_spec(source)
         if mixture is not None:
             _check_mixture_options(mix_by, batching_method, num_workers)
@@ -211,6 +217,15 @@ class StreamingTextDataLoader:
                              "seq_len, seed and shuffle_buffer_size")
         self.producer.load_state_dict(state)
         self._batches_before = state.get("batches", 0)  # metrics count this process's batches only
+
+    def docs_in_flight(self) -> DocsInFlight:
+        """With ``record_docs``: the documents read and not all handed out in batches (shuffle buffer,
+        packer, batches prepared ahead). The loader stops preparing batches until the next one is
+        asked for: a ``state_dict()`` right after is taken at the same point."""
+        if not self.record_docs:
+            raise ConfigError("docs_in_flight() needs a loader made with record_docs=True",
+                              "pass record_docs=True to StreamingTextDataLoader")
+        return self.producer.docs_in_flight()
 
     # -- metrics --------------------------------------------------------------------------
     def _reset_metrics(self) -> None:

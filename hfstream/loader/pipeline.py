@@ -12,6 +12,9 @@ a token cache already holds. When the source can seek, every document carries it
 ``(epoch, shard row)`` and the state is *compact*: the shuffle buffer and the packer's
 remainder are stored as refs (and the offset into the first document), read back on restore.
 Otherwise the state holds the token arrays themselves.
+
+With ``record_docs`` every batch also says which documents (and which of their tokens) each
+row holds (``Rows.docs``, :mod:`hfstream.loader.records`); off, none of it runs.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from hfstream.errors import StateError, check_int
 from hfstream.loader.batch import Rows
 from hfstream.loader.packing import TokenPacker
 from hfstream.loader.plain import pack_many, unpack_many
+from hfstream.loader.records import DocRecorder, DocsInFlight
 from hfstream.loader.shuffle import ShuffleBuffer
 from hfstream.source.base import DocBatch, DocumentSource, Ref, require_keys
 from hfstream.source.token_cache import TOKEN_DTYPE, TokenCache
@@ -41,8 +45,9 @@ _MASK64 = (1 << 64) - 1
 DEFAULT_WARMUP = 256          # documents in the shuffle buffer before the first one leaves (then it grows)
 
 
-#: a document as the buffer and the packer hold it: (ref or None, token ids, check)
-Item = tuple[Ref | None, np.ndarray, int]
+#: a document as the buffer and the packer hold it: (ref or None, token ids, check), and its
+#: DocId with ``record_docs``
+Item = tuple[Any, ...]
 
 
 def derive_seed(seed: int, key: object) -> int:
@@ -75,16 +80,18 @@ class TokenPipeline:
             the first batch comes quickly, shuffling reaches full strength soon after.
         with_positions: also return per-token position ids (reset after each EOS).
         token_cache: where token ids of documents read before are kept (None: no cache).
+        record_docs: each batch's ``Rows.docs`` says which documents its rows hold (records).
+        stream: the stream's name in records (default: the source's name).
     """
 
     def __init__(self, source: DocumentSource, encoder: Any, batch_size: int, seq_len: int,
                  shuffle_buffer_size: int = 10_000, shuffle_buffer_bytes: int = 256 << 20,
                  seed: int = 0, with_positions: bool = False, shuffle_warmup: int | None = None,
-                 token_cache: TokenCache | None = None):
+                 token_cache: TokenCache | None = None, record_docs: bool = False, stream: str | None = None):
         check_int("shuffle_buffer_size", shuffle_buffer_size, 0,
                   "use 0 to disable shuffling, 10_000 is a good default")
         self.source, self.encoder = source, encoder
-        self.docs = source.tokenized(token_cache, f"{encoder.fingerprint}:{TOKENS_VERSION}")
+        self.docs = source.tokenized(token_cache, f"{encoder.fingerprint}:{TOKENS_VERSION}", record_docs)
         self.packer = TokenPacker(batch_size, seq_len, encoder.eos_id, with_positions=with_positions)
         capacity = max(shuffle_buffer_size, 1)
         warmup = min(DEFAULT_WARMUP, capacity) if shuffle_warmup is None else shuffle_warmup
@@ -98,6 +105,7 @@ class TokenPipeline:
         self._source_done = False              # the source has no more texts (some may be in flight)
         self._exhausted = False                # ... and they are all packed
         self.num_docs = 0                      # documents tokenized (or read from the token cache)
+        self.recorder = DocRecorder(stream or source.name, self._eos) if record_docs else None
 
     def next_batch(self) -> Rows | None:
         """The next (B, T+1) int64 rows (and positions), or None when the source is done."""
@@ -108,9 +116,14 @@ class TokenPipeline:
             self._read_more()
         out = packer.pop()
         pending, packed = packer.num_pending_tokens, self._packed
+        docs = None if self.recorder is None else self.recorder.batch(  # before the popped rows' documents go
+            packed, self._packed_tokens - pending - packer.batch_size * (packer.seq_len + 1), packer.batch_size,
+            packer.seq_len + 1)
         while packed and self._packed_tokens - len(packed[0][1]) - self._eos >= pending:
             self._packed_tokens -= len(packed.popleft()[1]) + self._eos  # wholly in popped rows
-        return Rows(*out) if isinstance(out, tuple) else Rows(out)
+        rows = Rows(*out) if isinstance(out, tuple) else Rows(out)
+        rows.docs = docs
+        return rows
 
     def _read_more(self) -> None:
         if self._batches is None:
@@ -135,9 +148,11 @@ class TokenPipeline:
         arrays = job.result()
         if batch.texts is not None:
             self.docs.record(batch, arrays)
+        ids = None if self.recorder is None else self.recorder.read(batch, arrays, self.num_docs)
         self.num_docs += len(arrays)
         checks = map(_doc_check, arrays) if self.docs.seekable else [0] * len(arrays)
-        items = list(zip(batch.refs or [None] * len(arrays), arrays, checks))
+        refs = batch.refs or [None] * len(arrays)
+        items = list(zip(refs, arrays, checks) if ids is None else zip(refs, arrays, checks, ids))
         if self._shuffle:
             items = self.buffer.push_many(items, [TOKEN_BYTES * len(a) + ARRAY_OVERHEAD for a in arrays])
         self._pack(items)
@@ -175,6 +190,13 @@ class TokenPipeline:
         self.docs.flush()
         self.source.close()
 
+    def docs_in_flight(self) -> DocsInFlight:
+        """The documents read and not all handed out in batches yet (``record_docs``): in the
+        buffer and the packer, and what was read since the last batch."""
+        assert self.recorder is not None, "docs_in_flight needs record_docs=True"
+        return self.recorder.in_flight(self.buffer.state_dict()["items"], self._packed,
+                                       self._packed_tokens - self.packer.num_pending_tokens, self._exhausted)
+
     # -- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Exact state: source position, buffer (generator and documents), packer remainder.
@@ -186,6 +208,8 @@ class TokenPipeline:
         buffer = self.buffer.state_dict()
         items, sizes = buffer.pop("items"), buffer.pop("sizes")
         state = {"version": STATE_VERSION, "source": source, "exhausted": self._exhausted, "num_docs": self.num_docs}
+        if self.recorder is not None:
+            state["records"] = self.recorder.state_dict(items, self._packed)
         if not self.docs.seekable:
             return {**state, "form": "tokens", "packer": self.packer.state_dict(),
                     "buffer": {**buffer, "items": pack_many([item[1] for item in items]), "sizes": sizes}}
@@ -207,20 +231,26 @@ class TokenPipeline:
         self._inflight.clear()
         self._source_done = False
         self.docs.load_state_dict(state["source"])
+        ids = packed_ids = None
+        if self.recorder is not None:
+            ids, packed_ids, lengths = self.recorder.load_state_dict(state.get("records"))
         if state.get("form") == "refs":
-            self._load_refs(state)
+            self._load_refs(state, ids, packed_ids)
         else:
             buffer = dict(state["buffer"])
-            buffer["items"] = [(None, a, 0) for a in unpack_many(buffer["items"])]
+            buffer["items"] = _with_ids([(None, a, 0) for a in unpack_many(buffer["items"])], ids)
             self.buffer.load_state_dict(buffer)
             self.packer.load_state_dict(state["packer"])
-            self._packed.clear()
-            self._packed_tokens = 0
+            # the packer keeps its tokens; with records, which documents they are (lengths only)
+            self._packed = collections.deque(_with_ids(
+                [(None, np.broadcast_to(np.uint32(0), (n,)), 0) for n in lengths], packed_ids)
+                if packed_ids is not None else ())
+            self._packed_tokens = sum(len(item[1]) + self._eos for item in self._packed)
         self._exhausted = state["exhausted"]
         self._batches = None
         self.num_docs = state["num_docs"]
 
-    def _load_refs(self, state: dict[str, Any]) -> None:
+    def _load_refs(self, state: dict[str, Any], ids: list[Any] | None, packed_ids: list[Any] | None) -> None:
         """Read the buffered documents and the packer's remainder again by their refs."""
         if not self.docs.seekable:
             raise StateError(f"the state stores documents by position, but {self.source.name} cannot seek",
@@ -233,12 +263,13 @@ class TokenPipeline:
             raise StateError(f"the documents read back for the saved state differ from the saved ones "
                              f"({self.source.name} changed since it was saved)",
                              "restore with the same data files and tokenizer")
-        self.buffer.load_state_dict({**buffer, "items": list(zip(held, arrays[:len(held)], checks)),
+        self.buffer.load_state_dict({**buffer, "items": _with_ids(list(zip(held, arrays[:len(held)], checks)), ids),
                                      "sizes": [TOKEN_BYTES * len(a) + ARRAY_OVERHEAD for a in arrays[:len(held)]]})
-        self._packed = collections.deque(zip(packed, arrays[len(held):], checks[len(held):]))
+        self._packed = collections.deque(_with_ids(list(zip(packed, arrays[len(held):], checks[len(held):])),
+                                                   packed_ids))
         self._packed_tokens = sum(len(item[1]) + self._eos for item in self._packed)
         parts, positions = [], []
-        for _, array, _ in self._packed:  # the packed stream: doc EOS doc EOS ...
+        for array in (item[1] for item in self._packed):  # the packed stream: doc EOS doc EOS ...
             parts += [array.astype(np.int64)] + ([np.array([self.encoder.eos_id], np.int64)] if self._eos else [])
             positions.append(np.arange(len(array) + self._eos))
         tokens = np.concatenate(parts) if parts else np.zeros(0, np.int64)
@@ -249,6 +280,11 @@ class TokenPipeline:
                                      "with_positions": p.with_positions, "tokens": tokens[skip:],
                                      "positions": position_ids[skip:] if p.with_positions else [],
                                      "num_empty_skipped": packer["num_empty_skipped"]})
+
+
+def _with_ids(items: list[Item], ids: list[Any] | None) -> list[Item]:
+    """Items with their DocIds (records), or as they are."""
+    return items if ids is None else [(*item, doc) for item, doc in zip(items, ids)]
 
 
 def _flat(refs: list[Any]) -> list[int]:

@@ -7,7 +7,7 @@
   processes.
 
 Both expose ``start``, ``next_batch`` (a Batch, or None at the end), ``state_dict``,
-``load_state_dict``, ``stats``, ``fingerprint`` and ``close``.
+``load_state_dict``, ``stats``, ``fingerprint``, ``close``, and ``docs_in_flight`` (records).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import threading
 from typing import Any, Protocol
 
 from hfstream.loader.batch import Batch, Rows, rows_to_batch
+from hfstream.loader.records import DocsInFlight
 from hfstream.source.base import require_keys
 
 _END = object()
@@ -31,6 +32,9 @@ class Stage(Protocol):
     def fingerprint(self) -> str: ...
     def start(self) -> None: ...
     def close(self) -> None: ...
+    def docs_in_flight(self) -> DocsInFlight:
+        """With ``record_docs``: the documents read and not all handed out, at the state's point."""
+        ...
 
 
 class RowSource(Stage, Protocol):
@@ -150,6 +154,17 @@ class ThreadProducer:
 
     def stats(self) -> dict[str, Any]:
         return self.rows.stats()
+
+    def docs_in_flight(self) -> DocsInFlight:
+        """The row source's, and the batches made ahead. Halts the thread (the next batch starts it
+        again), so that a ``state_dict()`` right after is taken at the same point."""
+        self.halt()
+        with self._work, self._cond:
+            out = self.rows.docs_in_flight()
+            for item in self._ready:
+                if isinstance(item, Batch) and item.docs is not None:
+                    out.add_batch(item.docs)
+            return out
 
     def fingerprint(self) -> str:
         return self.rows.fingerprint()

@@ -16,6 +16,7 @@ import numpy as np
 
 from hfstream.loader.batch import Rows
 from hfstream.loader.pipeline import TokenPipeline, derive_seed
+from hfstream.loader.records import BatchDocs, DocsInFlight
 from hfstream.mixing.base import Mixture
 from hfstream.mixing.streams import epoch_counts, parse_count, sorted_streams
 from hfstream.source.base import DocumentSource
@@ -36,7 +37,8 @@ class RowMixer(Mixture):
         rank, world_size: DDP placement; streams are read on shard ``rank``.
         epochs: epochs to run (None: forever).
         wrap_source: applied to each stream's source (e.g. to exclude held-out documents).
-        **pipeline_options: shuffle_buffer_size, shuffle_buffer_bytes, shuffle_warmup, with_positions.
+        **pipeline_options: shuffle_buffer_size, shuffle_buffer_bytes, shuffle_warmup, with_positions,
+            token_cache, record_docs (each stream's records name it by its label).
     """
 
     def __init__(self, streams: list[Any], encoder: Any, batch_size: int, seq_len: int, *,
@@ -57,7 +59,7 @@ class RowMixer(Mixture):
         wrap = wrap_source or (lambda source: source)
         self.members = self.pipelines = [
             TokenPipeline(wrap(s.open_source(epochs=None, shard=rank, num_shards=world_size)), encoder, 1,
-                          seq_len, seed=derive_seed(seed, s.label), **pipeline_options)
+                          seq_len, seed=derive_seed(seed, s.label), stream=s.label, **pipeline_options)
             for s in self.streams]
         log.info("token mixture (rows of %d tokens): %s", row_tokens,
                  ", ".join(f"{s.label}={t:,} tokens" for s, t in zip(self.streams, self.token_budgets)))
@@ -69,16 +71,24 @@ class RowMixer(Mixture):
         labels = [self.next_label() for _ in range(self.batch_size)]
         if None in labels:
             return None
-        rows, positions, ids = [], [], []
+        rows, positions, ids, docs = [], [], [], []
         for label in labels:
             out = self.pipelines[label].next_batch()
             if out is None:  # streams are endless; only an empty stream ends here
                 return None
             rows.append(out.tokens[0])
+            docs.append(out.docs)
             positions.append(None if out.positions is None else out.positions[0])
             ids.append(label)
         pos_array = np.stack(positions) if self.with_positions else None
-        return Rows(np.stack(rows), pos_array, np.array(ids, dtype=np.int64))  # B x (T+1) -> (B, T+1)
+        batch_docs = None if docs[0] is None else BatchDocs.joined(docs)
+        return Rows(np.stack(rows), pos_array, np.array(ids, dtype=np.int64), batch_docs)  # B x (T+1) -> (B, T+1)
+
+    def docs_in_flight(self) -> DocsInFlight:
+        out = DocsInFlight()
+        for pipeline in self.pipelines:
+            out.add(pipeline.docs_in_flight())
+        return out
 
     def stats(self) -> dict[str, Any]:
         fills = [p.stats()["buffer_fill"] for p in self.pipelines]

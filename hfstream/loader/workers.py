@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from hfstream.errors import ConfigError, HfStreamError, StateError
 from hfstream.loader.batch import Batch, Rows
 from hfstream.loader.pipeline import TokenPipeline, derive_seed
+from hfstream.loader.records import BatchDocs, DocsInFlight
 from hfstream.source.base import DocumentSource, require_keys
 from hfstream.sources import open_source
 
@@ -43,7 +44,9 @@ class StreamingTextDataset(IterableDataset):
     Each item is a dict: ``rows`` (K, B, T+1) int64 (K consecutive batches), ``positions`` (the
     same shape, if asked), ``worker`` (logical worker id), ``index`` (the worker's number of the
     first batch), ``anchor`` (the pipeline state before it, after every ``state_every`` batches,
-    else None), ``docs``, and a final ``{"worker": w, "end": True}`` item when the shard is exhausted.
+    else None), ``docs``, ``records`` (with ``record_docs``: each batch's ``BatchDocs.to_plain()``, else
+    None), and a final ``{"worker": w, "end": True}`` item when the shard is exhausted (with
+    ``record_docs``, its ``in_flight`` documents: the stream's tail).
     ``StreamingTextDataLoader(..., num_workers=N)`` consumes these and keeps the state.
     """
 
@@ -84,7 +87,8 @@ class StreamingTextDataset(IterableDataset):
                 yield {"worker": logical, "end": True}
                 return
             yield from self._groups(pipeline, logical, index)
-            yield {"worker": logical, "end": True}
+            tail = None if pipeline.recorder is None else pipeline.docs_in_flight().to_plain()
+            yield {"worker": logical, "end": True, "in_flight": tail}
         finally:
             pipeline.close()
 
@@ -102,13 +106,24 @@ class StreamingTextDataset(IterableDataset):
             if not group:
                 return
             positions = None if group[0].positions is None else torch.from_numpy(np.stack([r.positions for r in group]))
+            records = None if pipeline.recorder is None else [r.docs.to_plain() for r in group]  # type: ignore[union-attr]
             yield {"rows": torch.from_numpy(np.stack([r.tokens for r in group])),  # K x (B, T+1) -> (K, B, T+1)
                    "positions": positions, "worker": logical, "index": index, "anchor": anchor,
-                   "docs": pipeline.num_docs}
+                   "docs": pipeline.num_docs, "records": records}
             index += len(group)
             if len(group) < size:
                 return
             size = min(2 * size, most)
+
+    def docs_in_flight(self, logical: int, num_workers: int, point: dict[str, Any] | None) -> DocsInFlight:
+        """Worker ``logical``'s documents in flight at ``point`` (a resume point of the state):
+        its pipeline restored there, as a resume would (records)."""
+        pipeline = self._pipeline(logical, num_workers)
+        try:
+            self._restore(pipeline, point)
+            return pipeline.docs_in_flight()
+        finally:
+            pipeline.close()
 
     @staticmethod
     def _restore(pipeline: TokenPipeline, point: dict[str, Any] | None) -> int | None:
@@ -144,6 +159,7 @@ class WorkerTracker:
         self.next_index: dict[int, int] = {}
         self.ended: set[int] = set()
         self.docs: dict[int, int] = {}
+        self.tails: dict[int, dict[str, Any]] = {}  # ended worker -> its documents in flight (records)
         self.total = 0
         self.cursor = 0
         self._held: dict[int, collections.deque] = collections.defaultdict(collections.deque)
@@ -161,6 +177,8 @@ class WorkerTracker:
                 group = held.popleft() if held else self._receive(items, worker)
                 if group.get("end"):
                     self.ended.add(worker)
+                    if group.get("in_flight") is not None:
+                        self.tails[worker] = group["in_flight"]
                     continue
             if k + 1 < len(group["rows"]):
                 self._current[worker] = (group, k + 1)
@@ -201,7 +219,8 @@ class WorkerTracker:
                 index, anchor = self.anchors[w]
                 workers[w] = {"anchor_index": index, "anchor": anchor, "next_index": self.next_index[w]}
         return {"num_workers": self.num_workers, "workers": workers, "total": self.total,
-                "ended": sorted(self.ended), "docs": dict(self.docs), "cursor": self.cursor}
+                "ended": sorted(self.ended), "docs": dict(self.docs), "cursor": self.cursor,
+                **({"tails": dict(self.tails)} if self.tails else {})}
 
     def load_state_dict(self, state: dict[str, Any], dataset: StreamingTextDataset) -> None:
         require_keys(state, ("num_workers", "workers", "total", "ended", "docs"), "DataLoader workers state",
@@ -218,6 +237,7 @@ class WorkerTracker:
         self.next_index = {w: p["next_index"] for w, p in workers.items() if "next_index" in p}
         self.ended = {int(w) for w in state["ended"]}
         self.docs = {int(w): n for w, n in state["docs"].items()}
+        self.tails = {int(w): tail for w, tail in state.get("tails", {}).items()}
         self.total = state["total"]
         self._held.clear()
         self._current.clear()
@@ -276,7 +296,20 @@ class WorkerProducer:
                    None if positions is None else positions[k][:, :-1].contiguous()]
         if self.pin_memory:
             tensors = [None if t is None else t.pin_memory() for t in tensors]
-        return Batch(*tensors)
+        records = group.get("records")
+        return Batch(*tensors, docs=None if records is None else BatchDocs.from_plain(records[k]))
+
+    def docs_in_flight(self) -> DocsInFlight:
+        """Each worker's documents in flight at the state's point: an ended worker's tail as it sent
+        it; the others' by restoring their pipelines there, as a resume would (a few seconds)."""
+        out = DocsInFlight()
+        tracker, state = self.tracker, self.tracker.state_dict()["workers"]
+        for worker in range(self.num_workers):
+            if worker in tracker.tails:
+                out.add(DocsInFlight.from_plain(tracker.tails[worker]))
+            elif worker not in tracker.ended:
+                out.add(self.dataset.docs_in_flight(worker, self.num_workers, state.get(worker)))
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {"workers": self.tracker.state_dict()}
