@@ -137,6 +137,7 @@ class TrainConfig:
     compile: bool = False
     deterministic: bool = False           # torch.use_deterministic_algorithms
     record_batches: bool = False          # write a hash of every batch to batches-rankR.jsonl
+    record_docs: bool = False             # log each row's documents to docs-rankR.jsonl (hfstream audit)
     plot: bool = True                     # training_curve.png
     report_to: list[Literal["none", "tensorboard", "wandb"]] = field(default_factory=list)  # + metrics.jsonl
     export: bool | None = None            # OUTPUT/hf/ at the end; None: when transformers is installed

@@ -138,7 +138,8 @@ def make_loader(config: Config, ddp: Ranks, encoder: TextEncoder, heldout: list[
     (with position ids when the model masks attention by document)."""
     d, t = config.data, config.train
     # document-masked attention needs the packer's document boundaries (batch.positions)
-    common = {"prefetch": d.prefetch, "pin_memory": device.type == "cuda", "with_positions": config.model.doc_mask}
+    common = {"prefetch": d.prefetch, "pin_memory": device.type == "cuda", "with_positions": config.model.doc_mask,
+              "record_docs": t.record_docs}
     if d.streams and d.mix_by == "tokens":  # one pipeline per stream; every row from one stream
         return StreamingTextDataLoader(
             d.streams, encoder, t.batch_size, config.model.seq_len, d.shuffle_buffer_size, seed=t.seed,

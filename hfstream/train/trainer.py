@@ -35,7 +35,7 @@ from hfstream.errors import EmptyDatasetError
 from hfstream.progress import progress_bar
 from hfstream.rundir import MetricsLog, atomic_write_text
 from hfstream.source.heldout import heldout_fingerprint
-from hfstream.train import extras, plan, report
+from hfstream.train import extras, plan, records, report
 from hfstream.train.checkpoint import (CHECKPOINT_NAME, check_matches, completed_summary, open_checkpoint,
                                        save_checkpoint)
 from hfstream.train.config import Config, config_to_dict, config_to_yaml
@@ -116,7 +116,7 @@ class Run:
         self._plan_data(ckpt)
         self._build_model(ckpt)
         self.loader = plan.make_loader(config, ddp, self.encoder, self.heldout, self.device)
-        self.metrics = self.samples_log = self.batch_log = self.trackers = None
+        self.metrics = self.samples_log = self.batch_log = self.trackers = self.docs_log = None
         try:
             self._start_data(ckpt)
             self._open_logs(ckpt)
@@ -204,6 +204,7 @@ class Run:
                 log.info(line)
         if t.record_batches:
             self.batch_log = MetricsLog(self.output / f"batches-rank{ddp.rank}.jsonl", resume_step=self.resumed_at)
+        self.docs_log = records.open_docs_log(config, self.output, ddp.rank, ddp.world_size, self.resumed_at)
 
     # -- the loop -----------------------------------------------------------------------------
     def loop(self) -> None:
@@ -229,6 +230,8 @@ class Run:
                 interrupted, exhausted = agree(self.ddp, self.device, stop.signal is not None,
                                                len(micro) < t.gradient_accumulation_steps)
                 if exhausted:
+                    if self.docs_log is not None:  # fetched, not trained: the audit counts them as the tail
+                        self.docs_log.dropped(self.step, micro)
                     report.say(self.bar, f"the data stream ended after {self.step} steps (data.max_samples / "
                                          "data.epochs): stopping on every rank")
                     break
@@ -258,6 +261,8 @@ class Run:
         for i, batch in enumerate(micro):
             if self.batch_log is not None:
                 self.batch_log.write(report.batch_record(self.step + 1, i, batch.inputs, batch.targets))
+            if self.docs_log is not None:
+                self.docs_log.write(self.step + 1, i, batch)
             batch = batch.to(self.device)  # positions too: the loader gives them when model.doc_mask is set
             last = i == len(micro) - 1
             sync = contextlib.nullcontext() if last or not self.ddp.enabled else self.model.no_sync()
@@ -349,6 +354,8 @@ class Run:
             self.run_eval()
         if finished_here:
             self.run_samples()
+        if self.docs_log is not None:  # the documents inside the loader, which stops: the checkpoint is at that point
+            self.docs_log.finish(self.step, self.loader)
         if self.saved_at != self.step:
             self.save()
         if finished_here and self.ddp.is_main and extras.export_wanted(self.config):
@@ -391,7 +398,7 @@ class Run:
             "checkpoint": str(self.output / CHECKPOINT_NAME)}
 
     def close(self) -> None:
-        for log_file in (self.metrics, self.samples_log, self.batch_log, self.trackers):
+        for log_file in (self.metrics, self.samples_log, self.batch_log, self.docs_log, self.trackers):
             if log_file is not None:
                 log_file.close()
         self.loader.close()
