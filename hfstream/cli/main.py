@@ -8,6 +8,7 @@ Usage::
     hfstream datasets                                       # list the built-in corpora
     hfstream info                                           # versions, native modules, CPUs, CUDA
     hfstream cache info|clear                               # the token cache (where, how big, clear it)
+    hfstream audit runs/tiny                                # prove each document was trained on exactly once
     hfstream bench corpus|loader|serve                      # the benchmarks (hfstream bench loader --help)
 
 ``-v`` (debug logging, the worker's output) works before or after the subcommand.
@@ -23,7 +24,7 @@ import time
 import orjson
 
 from hfstream.bench import BENCHMARKS
-from hfstream.cli import cache, export, info, serve
+from hfstream.cli import audit, cache, export, info, serve
 from hfstream.cli.common import help_texts, run_main
 from hfstream.cli.options import add_mixture_args, add_source_args, open_source_from_args
 from hfstream.progress import progress_bar
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.register(sub)
     export.register(sub)
     cache.register(sub)
+    audit.register(sub)
 
     bench = sub.add_parser("bench", help=f"run a benchmark program: {', '.join(sorted(BENCHMARKS))}",
                            description="Run a benchmark program; each prints figures and ratios measured "
