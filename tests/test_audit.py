@@ -207,8 +207,34 @@ def test_unusable_input_is_a_clear_error(tmp_path, make_config, capsys):
     (out / "docs-rank0.jsonl").unlink()
     assert hfstream(["audit", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "has no docs-rankR.jsonl" in err and "train.record_docs: true" in err and "Traceback" not in err
+    assert "has no docs-rank0.jsonl" in err and "train.record_docs: true" in err and "Traceback" not in err
     (out / "docs-rank0.jsonl").write_text('{"step": 1, "micro": 0}\n')
     assert hfstream(["audit", str(out)]) == 2
     err = capsys.readouterr().err
     assert "not a record of train.record_docs" in err and "Traceback" not in err
+
+
+def test_a_rank_that_a_resume_left_out_counts_up_to_that_resume(tmp_path, capsys):
+    """Elastic resume (2 ranks, then 1 from step 2): rank 1's log is never cut back, so what it logged
+    after step 2 and its final line are stale; its documents went on in the state rank 0 loaded."""
+    def micro(step, rank, shard, row, reads=()):
+        return {"step": step, "micro": 0, "rank": rank, "streams": ["s"], "rows": [[[0, shard, 2, 0, row, 0, 4, 4]]],
+                **({"reads": list(reads)} if reads else {})}
+
+    def final(step, rank, buffered):
+        return {"step": step, "rank": rank, "final": True, "streams": ["s"], "tail": [],
+                "buffered": [[0, shard, 2, 0, row, 0, 4, 4] for shard, row in buffered]}
+
+    def segment(rank, resumed_at, world_size):
+        return {"step": resumed_at or 0, "rank": rank, "segment": {"resumed_at": resumed_at, "world_size": world_size}}
+
+    logs = {0: [segment(0, None, 2), micro(1, 0, 0, 0, [[0, 0, 2, 0, 0, 3]]), micro(2, 0, 0, 1),
+                segment(0, 2, 1), micro(3, 0, 0, 2), micro(4, 0, 1, 2), final(4, 0, [])],
+            1: [segment(1, None, 2), micro(1, 1, 1, 0, [[0, 1, 2, 0, 0, 3]]), micro(2, 1, 1, 1),
+                micro(3, 1, 1, 2), final(3, 1, [])]}                    # step 3: redone by rank 0 after the resume
+    for rank, records in logs.items():
+        (tmp_path / f"docs-rank{rank}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    code, report, text = audit(tmp_path, capsys)
+    assert code == 0, text
+    assert_clean(report)
+    assert totals(report)["once"] == 6 and report["micro_batches"] == 6 and report["ranks"] == [0, 1]

@@ -79,34 +79,45 @@ def _key(names: list[str], flat: list[Any], rank: int) -> tuple:
 def read_logs(run_dir: Path) -> Logs:
     """Parse every docs-rankR.jsonl of ``run_dir``.
 
+    The segments are rank 0's (each says its world size). A rank's records count for the
+    segments it took part in: when a resume changes the number of ranks (elastic), a rank that
+    no longer runs keeps what it logged up to the resume's step, and its final line is stale
+    (its documents in flight went on in the state the others loaded).
+
     Raises:
         ConfigError: no logs, or a log that does not cover its run (no final line, a missing step).
         DataFormatError: a line that is not a record of ``train.record_docs``.
     """
     if not run_dir.is_dir():
         raise ConfigError(f"{str(run_dir)!r} is not a directory", "pass a train-streaming output directory")
-    paths = sorted(run_dir.glob("docs-rank*.jsonl"), key=lambda p: int(re.sub(r"\D", "", p.name) or 0))
-    if not paths:
-        raise ConfigError(f"{run_dir} has no docs-rankR.jsonl: the run did not record its documents", RECORD_HINT)
+    paths = {int(re.sub(r"\D", "", p.name) or 0): p for p in run_dir.glob("docs-rank*.jsonl")}
+    if 0 not in paths:
+        raise ConfigError(f"{run_dir} has no docs-rank0.jsonl: the run did not record its documents", RECORD_HINT)
     logs = Logs()
-    finals = {}
-    for path in paths:
-        rank = int(re.sub(r"\D", "", path.name))
-        logs.ranks.append(rank)
+    for rank, path in sorted(paths.items()):
         try:
-            finals[rank] = _read_rank(logs, path, rank)
+            records = read_metrics(path)
+            if rank == 0:
+                logs.segments = [r["segment"] for r in records if "segment" in r]
+                logs.steps = _final_step(records, path)
+            _read_rank(logs, records, path, rank)
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise DataFormatError(f"{path} holds a line that is not a record of train.record_docs ({exc!r})",
                                   "audit the directory train-streaming wrote, unedited") from exc
-    if len(set(finals.values())) > 1:
-        raise ConfigError(f"the ranks' logs end at different steps: {finals}",
-                          "audit a run whose every rank wrote its log to the end")
-    logs.steps = next(iter(finals.values()))
     reached = _steps_reached(run_dir)
     if reached > logs.steps:
         raise ConfigError(f"the docs logs end at step {logs.steps}, but the run reached step {reached} "
                           "(resumed without train.record_docs?)", "keep train.record_docs on for the whole run")
     return logs
+
+
+def _final_step(records: list[dict[str, Any]], path: Path) -> int:
+    finals = [r["step"] for r in records if r.get("final")]
+    if not finals:
+        raise ConfigError(f"{path.name} has no final line: the run's last segment did not end (it crashed, or is "
+                          "still running)", "resume it (train-streaming --resume: the log is cut back to the "
+                          "checkpoint), then audit it when it stops")
+    return finals[-1]
 
 
 def _steps_reached(run_dir: Path) -> int:
@@ -118,38 +129,43 @@ def _steps_reached(run_dir: Path) -> int:
     return steps if isinstance(steps, int) else 0
 
 
-def _read_rank(logs: Logs, path: Path, rank: int) -> int:
-    """Add one rank's records; returns the step of its final line."""
+def _read_rank(logs: Logs, records: list[dict[str, Any]], path: Path, rank: int) -> None:
+    """Add one rank's records of the segments it took part in: steps ``(start, end]`` of each."""
+    starts = [s["resumed_at"] or 0 for s in logs.segments]
+    mine = [(a, b) for a, b, s in zip(starts, starts[1:] + [logs.steps], logs.segments) if s["world_size"] > rank]
+    if not mine:
+        return  # a rank of no segment of this run
+    logs.ranks.append(rank)
+    in_last = logs.segments[-1]["world_size"] > rank
     final, taken = None, set()
-    for record in read_metrics(path):
+    for record in records:
         if "segment" in record:
-            if rank == logs.ranks[0]:
-                logs.segments.append(record["segment"])
             continue
         names = record["streams"]
         if record.get("final"):
+            if not in_last:
+                continue
             final = record
             _add_spans(logs, names, record["buffered"], "buffered", f"rank {rank} (in a buffer at the end)", rank)
             _add_spans(logs, names, record["tail"], "tail", f"rank {rank} (the stream's tail)", rank)
         else:
-            kind = "dropped" if record.get("dropped") else "trained"
             step, micro = record["step"], record["micro"]
+            if not any(a < step <= b for a, b in mine):
+                continue  # after a resume this rank took no part in: redone by the others
+            kind = "dropped" if record.get("dropped") else "trained"
             if kind == "trained":
                 taken.add(step)
                 logs.micro_batches += 1
             for r, row in enumerate(record["rows"]):
-                where = f"step {step} rank {rank} micro {micro} row {r}"
-                _add_spans(logs, names, row, kind, where, rank)
+                _add_spans(logs, names, row, kind, f"step {step} rank {rank} micro {micro} row {r}", rank)
         _add_reads(logs, names, record, rank)
-    if final is None:
-        raise ConfigError(f"{path.name} has no final line: the run's last segment did not end (it crashed, or is "
-                          "still running)", "resume it (train-streaming --resume: the log is cut back to the "
-                          "checkpoint), then audit it when it stops")
-    missing = sorted(set(range(1, final["step"] + 1)) - taken)
+    if in_last and (final is None or final["step"] != logs.steps):
+        raise ConfigError(f"{path.name} ends at step {None if final is None else final['step']}, rank 0's at step "
+                          f"{logs.steps}", "audit a run whose every rank wrote its log to the end")
+    missing = sorted({s for a, b in mine for s in range(a + 1, b + 1)} - taken)
     if missing:
         raise ConfigError(f"{path.name} has no records of step(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}: "
                           "it does not cover the run (record_docs turned on after its start?)", RECORD_HINT)
-    return final["step"]
 
 
 def _add_spans(logs: Logs, names: list[str], spans: Iterable[list[Any]], kind: str, where: str, rank: int) -> None:
