@@ -85,3 +85,30 @@ def test_an_unreadable_file_is_one_error_and_the_traceback_is_there_with_v(tmp_p
     assert verbose.returncode == 2
     assert any("Traceback" in line and "hfstream.worker DEBUG" in line for line in verbose.stderr.splitlines())
     assert "PermissionError" in verbose.stderr
+
+
+def _options(parser, name):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, subparser in action.choices.items():
+                yield from _options(subparser, f"{name} {sub}")
+        elif action.option_strings:
+            yield name, action
+
+
+def test_every_option_of_every_command_has_help_and_shows_its_default(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # no line break inside "(default: ...)"
+    import argparse
+
+    from hfstream.cli import main as hfstream_main, train, train_tokenizer
+
+    parsers = [(hfstream_main.build_parser(), "hfstream"), (train.build_parser(), "train-streaming"),
+               (train_tokenizer.build_parser(), "train-tokenizer-streaming")]
+    bare = [f"{name} {action.option_strings[0]}" for parser, prog in parsers for name, action in _options(parser, prog)
+            if not action.help]
+    assert bare == []
+    serve_help = hfstream_main.build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
+    assert "(default: 8000)" in serve_help and "(default: 128)" in serve_help and "(default: 1000)" in serve_help
+    assert argparse.SUPPRESS not in serve_help

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
@@ -64,3 +65,14 @@ def help_texts(doc: str) -> dict[str, str]:
     plain = doc.replace("``", "").replace("::\n", ":\n")
     first, _, rest = plain.partition("\n\n")
     return {"description": first, "epilog": rest}
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help as written (examples keep their lines), with each option's default shown when it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
+                and "default" not in text and not isinstance(action.default, bool)):
+            text += " (default: %(default)s)"
+        return text

@@ -25,7 +25,7 @@ import orjson
 
 from hfstream.bench import BENCHMARKS
 from hfstream.cli import audit, cache, export, info, serve
-from hfstream.cli.common import help_texts, run_main
+from hfstream.cli.common import HelpFormatter, help_texts, run_main
 from hfstream.cli.options import add_mixture_args, add_source_args, open_source_from_args
 from hfstream.progress import progress_bar
 from hfstream.source.builtin import BUILTIN_DATASETS, PREFIX
@@ -87,7 +87,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hfstream", formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = argparse.ArgumentParser(prog="hfstream", formatter_class=HelpFormatter,
                                      **help_texts(__doc__))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (the worker's output too)")
     # The same flag after the subcommand (`hfstream serve -v`); SUPPRESS keeps a -v given before it.
@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="debug logging (the worker's output too)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                parser_class=lambda **kw: argparse.ArgumentParser(parents=[common], **kw))
+                                parser_class=lambda **kw: argparse.ArgumentParser(
+                                    parents=[common], **{"formatter_class": HelpFormatter, **kw}))
 
     head = sub.add_parser("head", help="print the first N documents of a dataset")
     add_source_args(head, dataset_required=False)

@@ -31,8 +31,7 @@ def _argument(opt: SourceOption, dataset_required: bool) -> dict[str, Any]:
         return {"required": dataset_required, "default": None, "help": opt.help}
     if opt.name == "epochs":  # None (repeat forever) is spelled 0 on the command line
         return {"type": int, "default": opt.default, "help": f"{opt.help} (default: {opt.default})"}
-    default = f" (default: {opt.default})" if opt.default not in (None, False) else ""
-    kwargs: dict[str, Any] = {"default": opt.default, "help": opt.help + default}
+    kwargs: dict[str, Any] = {"default": opt.default, "help": opt.help}  # the formatter shows defaults
     types = [t for t in typing.get_args(opt.annotation) if t is not type(None)] or [opt.annotation]
     if opt.annotation is bool:
         kwargs["action"] = "store_true"

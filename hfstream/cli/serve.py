@@ -18,6 +18,7 @@ import argparse
 import logging
 import os
 
+from hfstream.cli.common import HelpFormatter
 from hfstream.cli.options import add_mixture_args, add_source_args, open_source_from_args
 from hfstream.eir.runner import run_server
 from hfstream.eir.server import ServerConfig
@@ -32,14 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Serve a dataset over WebSocket with EIR's streaming protocol v1.0; the data "
                     "repeats forever unless --epochs, --max-samples or --max-iterations end it.",
         epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=HelpFormatter)
     add_source_args(p, dataset_required=False)
     add_mixture_args(p)
     p.set_defaults(epochs=0, func=cmd_serve)  # a server repeats its data: EIR needs >= 10,000 samples
     p.add_argument("--batch-size", type=int, default=1000, help="documents per worker batch")
     g = p.add_argument_group("server")
     g.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
-    g.add_argument("--port", type=int, default=8000)
+    g.add_argument("--port", type=int, default=8000, help="TCP port to listen on (0: any free port)")
     g.add_argument("--path", default="/ws", help="the WebSocket endpoint (EIR's tutorial: /ws)")
     g.add_argument("--output-name", default="text_output",
                    help="the sequence output's name; must match output_name in EIR's output config")
@@ -57,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"default ${TOKEN_ENV}, which keeps it out of the process list")
     g.add_argument("--max-batch-size", type=int, default=4096, help="largest getData batch served")
     g.add_argument("--max-message-bytes", type=int, default=4 << 20, help="largest client frame accepted")
-    g.add_argument("--max-connections", type=int, default=128)
+    g.add_argument("--max-connections", type=int, default=128,
+                   help="connections served at once; more get HTTP 503")
     g.add_argument("--max-pending-bytes", type=int, default=256 << 20,
                    help="memory all replies not yet read by their clients may hold together (default "
                         "256 MiB); a getData that does not fit waits, then gets a 'busy' error")

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from hfstream.cli.common import EXIT_SIGINT, EXIT_SIGTERM, help_texts, run_main
+from hfstream.cli.common import EXIT_SIGINT, EXIT_SIGTERM, HelpFormatter, help_texts, run_main
 from hfstream.cli.options import add_source_args
 from hfstream.errors import ConfigError
 from hfstream.train.config import config_to_yaml, data_source_keys, load_config
@@ -54,7 +54,7 @@ FLAG_KEYS = {**TRAIN_FLAG_KEYS, **{key: f"data.{key}" for key in data_source_key
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="train-streaming", formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = argparse.ArgumentParser(prog="train-streaming", formatter_class=HelpFormatter,
                                      **help_texts(__doc__))
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
                         help="config overrides, e.g. model.n_layer=8 optim.learning_rate=3e-4")

@@ -18,14 +18,14 @@ import json
 import logging
 from dataclasses import asdict
 
-from hfstream.cli.common import help_texts, run_main
+from hfstream.cli.common import HelpFormatter, help_texts, run_main
 from hfstream.cli.options import add_mixture_args, add_source_args, open_source_from_args
 from hfstream.tokens.tokenizer_trainer import DEFAULT_SPECIAL_TOKENS, train_tokenizer_from_stream
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="train-tokenizer-streaming",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     formatter_class=HelpFormatter,
                                      **help_texts(__doc__))
     add_source_args(parser, dataset_required=False)
     add_mixture_args(parser)

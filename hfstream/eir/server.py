@@ -153,8 +153,8 @@ class EirServer:
             await server.wait_closed()
         self.feed.close()
         await self._save_state()
-        log.info("stopped after %.0fs: %d samples served over %d connections", time.monotonic() - self._started,
-                 self.feed.num_served, self.num_connections)
+        log.info("stopped after %.0fs: %d samples served over %d connection%s", time.monotonic() - self._started,
+                 self.feed.num_served, self.num_connections, "" if self.num_connections == 1 else "s")
 
     async def stop(self) -> None:
         self.close()
