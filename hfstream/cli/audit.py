@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                             "(needs train.record_docs)", **help_texts(__doc__))
     p.add_argument("run_dir", metavar="RUN_DIR", help="the train-streaming output directory")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--show", type=int, default=10, metavar="N", help="describe at most N problems (default 10)")
+    p.add_argument("--show", type=int, default=10, metavar="N", help="describe at most N problems")
     p.set_defaults(func=cmd_audit)
 
 
