@@ -139,7 +139,7 @@ def test_ctrl_c_writes_a_checkpoint_and_leaves_no_process(make_config):
     config, out = make_config()
     command = [sys.executable, str(ROOT / "bins" / "train-streaming"), "--config", str(config),
                "--max_steps", "100000", "-q", "eval_steps=0", "sample_steps=0", "save_steps=0",
-               "record_batches=false"]
+               "record_batches=false", "data.token_cache=false"]  # no cache: the worker stays up to be checked
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
     deadline = time.time() + 60

@@ -40,6 +40,8 @@ class DataOptions:
     shuffle_buffer_size: int = 10_000     # documents in the loader's shuffle buffer (0: no shuffling)
     prefetch: int = 4                     # batches the loader prepares ahead
     eval_docs: int = 200                  # held-out documents (from the head of the stream)
+    token_cache: bool = True              # keep documents' token ids for later passes and runs
+    token_cache_bytes: Union[int, str, None] = None   # its disk budget ("20G"); None: 16 GiB
     # A mixture instead of `dataset` (MosaicML vocabulary; see hfstream.mixing):
     streams: list[dict[str, Any]] | None = None   # [{dataset: ..., proportion|repeat|choose: ..., label: ...}]
     epoch_size: Union[int, str, None] = None      # samples (or tokens with mix_by: tokens); "64M" works

@@ -139,7 +139,7 @@ def make_loader(config: Config, ddp: Ranks, encoder: TextEncoder, heldout: list[
     d, t = config.data, config.train
     # document-masked attention needs the packer's document boundaries (batch.positions)
     common = {"prefetch": d.prefetch, "pin_memory": device.type == "cuda", "with_positions": config.model.doc_mask,
-              "record_docs": t.record_docs}
+              "record_docs": t.record_docs, "token_cache": d.token_cache, "token_cache_bytes": d.token_cache_bytes}
     if d.streams and d.mix_by == "tokens":  # one pipeline per stream; every row from one stream
         return StreamingTextDataLoader(
             d.streams, encoder, t.batch_size, config.model.seq_len, d.shuffle_buffer_size, seed=t.seed,
