@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib
 import json
 import os
@@ -298,3 +299,23 @@ def fill_disk(disk: Path, leave: int = 0) -> Path:
         except OSError:
             pass
     return filler
+
+
+# -- the local hub (tests of hub reading) ---------------------------------------------------------
+
+#: A child's program: the rows datasets streams for the FineWeb-like repo, as sha1 digests (JSON).
+LOAD_DATASET = """
+import hashlib, json, datasets
+ds = datasets.load_dataset("HuggingFaceFW/fineweb", name="sample-10BT", split="train", streaming=True)
+print(json.dumps([hashlib.sha1(row["text"].encode()).hexdigest() for row in ds]))
+"""
+
+
+def digests(texts) -> list[str]:
+    """sha1 of each text: compact, comparable lists of documents."""
+    return [hashlib.sha1(t.encode()).hexdigest() for t in texts]
+
+
+def parquet_bytes(hub) -> int:
+    """Bytes of parquet files the local hub served."""
+    return sum(n for key, n in hub.bytes_by_file.items() if key.endswith(".parquet"))

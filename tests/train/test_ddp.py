@@ -15,7 +15,7 @@ from hfstream.train.checkpoint import load_checkpoint
 from hfstream.rundir import read_metrics
 from hfstream.tokens.encoder import TextEncoder
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MARKER = re.compile(r"(small|large) (\d+):")
 
 CONFIG = """

@@ -28,7 +28,7 @@ from hfstream.eir.runner import ServerThread
 from hfstream.eir.server import ServerConfig
 from hfstream.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ from hfstream.train.config import (Config, all_keys, apply_overrides, config_fro
                              config_to_yaml, load_config, resolve_key)
 from hfstream.errors import ConfigError
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
 def test_defaults_are_valid_and_round_trip_through_yaml(tmp_path):

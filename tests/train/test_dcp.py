@@ -19,7 +19,7 @@ from hfstream.train.config import ModelConfig
 from hfstream.train.dcp import TrainState
 from hfstream.train.model import GPT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Run by torchrun on 2 CPU processes (DDP): "save" takes 3 steps, saves through DCP and takes 3 more;
 # "load" starts afresh, loads the checkpoint and takes 3 steps. Each rank writes what it saw.

@@ -12,7 +12,7 @@ from conftest import make_texts, write_jsonl
 from hfstream.cli.main import main as cli_main
 from hfstream.eir.client import EirClient
 from hfstream.errors import StateError
-from test_eir_server import ServeProcess, ids_of, serving
+from test_server import ServeProcess, ids_of, serving
 
 
 def test_a_restarted_server_keeps_its_validation_ids_and_cursor(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from conftest import BAD_FILES, make_texts, write_bad_file, write_jsonl
 from hfstream.cli.main import main
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_head_prints_the_first_documents(tmp_path, capsys):

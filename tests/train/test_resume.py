@@ -14,7 +14,7 @@ from conftest import losses
 from hfstream.cli.train import main
 from hfstream.train.checkpoint import load_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _files(run_dir: Path) -> dict[str, tuple[int, bytes]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import LOAD_DATASET, digests, parquet_bytes
 from hfstream.testing.fineweb import FINEWEB_REPO_ID, make_fineweb_like_repo, shared_fineweb_parquet
 from hfstream.testing.hub import LocalHub
 
@@ -19,16 +20,9 @@ huggingface_hub = pytest.importorskip("huggingface_hub")
 pq = pytest.importorskip("pyarrow.parquet")
 
 FOOTER_READ = 64 * 1024  # pyarrow reads a parquet file's last 64 KiB first
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Run in a child: datasets reads HF_ENDPOINT when it is imported and has no endpoint argument.
-LOAD_DATASET = """
-import hashlib, json, datasets
-ds = datasets.load_dataset("HuggingFaceFW/fineweb", name="sample-10BT", split="train", streaming=True)
-print(json.dumps([hashlib.sha1(row["text"].encode()).hexdigest() for row in ds]))
-"""
-
-
 @pytest.fixture(scope="module")
 def fineweb(tmp_path_factory):
     """The shared FineWeb sample as a 5-file repo (synthetic text when /work/shared is absent)."""
@@ -47,14 +41,6 @@ def hub(fineweb):
 @pytest.fixture
 def fs(hub):
     return huggingface_hub.HfFileSystem(endpoint=hub.url, token=False, skip_instance_cache=True)
-
-
-def digests(texts) -> list[str]:
-    return [hashlib.sha1(t.encode()).hexdigest() for t in texts]
-
-
-def parquet_bytes(hub) -> int:
-    return sum(n for key, n in hub.bytes_by_file.items() if key.endswith(".parquet"))
 
 
 def assert_read_about_once(hub, repo) -> None:

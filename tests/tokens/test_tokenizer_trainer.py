@@ -14,7 +14,7 @@ from hfstream.errors import ConfigError
 from hfstream.tokens.encoder import TextEncoder
 from hfstream.tokens.tokenizer_trainer import train_bpe, train_from_corpus
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -276,7 +276,7 @@ def _start_parent(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in make_texts(30)])
     script = tmp_path / "parent.py"
     script.write_text(PARENT)
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     parent = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, env=env)
     worker_pid = int(parent.stdout.readline())
     assert _pid_alive(worker_pid)

@@ -11,7 +11,7 @@ from hfstream.train.hf_data import CausalLMBlocks
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_example():

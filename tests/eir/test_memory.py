@@ -11,7 +11,7 @@ import pytest
 
 from conftest import write_jsonl
 from hfstream.eir.client import EirClient
-from test_eir_server import RawWs, ServeProcess
+from test_server import RawWs, ServeProcess
 
 MiB = 1 << 20
 

@@ -16,9 +16,9 @@ from hfstream.cli.main import main as hfstream
 from hfstream.cli.train import main as train
 from hfstream.rundir import read_metrics
 from hfstream.train.checkpoint import load_checkpoint
-from test_train import MIXED
+from test_trainer import MIXED
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUIET = ["-q", "record_docs=true", "eval_steps=0", "sample_steps=0", "train.plot=false", "export=false"]
 
 

@@ -10,7 +10,7 @@ import pytest
 from hfstream.eir.access import AccessPolicy
 from hfstream.eir.client import EirClient
 from hfstream.errors import ConfigError
-from test_eir_server import RawWs, serving
+from test_server import RawWs, serving
 
 TOKEN = "Zm9v+YmFy/YmF6=="  # what `openssl rand -base64` makes: '+', '/' and '=' included
 

@@ -22,7 +22,7 @@ from hfstream.train.evaluate import pack_rows
 from hfstream.rundir import read_metrics
 from hfstream.tokens.encoder import TextEncoder
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MARKER = re.compile(r"doc (\d+):")
 
 def batch_log(run_dir, rank=0):

@@ -14,7 +14,7 @@ import pytest
 from conftest import make_texts
 from hfstream.cli.main import main as cli_main
 from hfstream.eir.client import EirClient, EirServerError
-from test_eir_server import ServeProcess, ids_of, serving
+from test_server import ServeProcess, ids_of, serving
 
 
 def test_the_end_is_logged_when_the_first_client_gets_terminate(tmp_path, caplog):

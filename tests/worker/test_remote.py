@@ -21,7 +21,7 @@ from hfstream import HuggingFaceStreamingCorpus
 from hfstream.errors import AuthError, StateError
 from hfstream.testing.fineweb import FINEWEB_REPO_ID, make_fineweb_like_repo, shared_fineweb_parquet
 from hfstream.testing.hub import LocalHub
-from test_hub_server import LOAD_DATASET, digests, parquet_bytes  # the same datasets run and counters
+from conftest import LOAD_DATASET, digests, parquet_bytes  # the same datasets run and counters
 
 pq = pytest.importorskip("pyarrow.parquet")
 pytest.importorskip("huggingface_hub")
