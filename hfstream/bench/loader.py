@@ -20,7 +20,9 @@ costs the loader: every row's document spans);
 and (:mod:`hfstream.bench.throughput`) the token cache's pass 2 vs pass 1 (and the bare
 memory-mapped read of the cache as the ceiling), ``num_workers=2`` vs 0 at T and at T=128 with
 the cache off, the state at a full 10k-document buffer (size, restore + next batch, and a ws://
-source's token-array form), and the shuffle buffer's displacement statistic. Run (a) has the
+source's token-array form), the shuffle buffer's displacement statistic, and (:mod:`hfstream.bench.elastic`) virtual shards:
+K = 4, 16, 64 vs the single pipeline, the state of every shard, and the time from an elastic
+resume (rank 0 of 2 and of 4 loading a 1-rank state) to the first batch. Run (a) has the
 token cache off: every pass tokenizes. Every timed span includes start-up.
 
 Without ``--tokenizer`` a 32k byte-level BPE is trained from the dataset first (and cached).
@@ -41,6 +43,7 @@ from typing import Any
 
 from hfstream.bench import bench_parser, default_dataset, print_table
 from hfstream.bench import throughput
+from hfstream.bench.elastic import print_elastic, run_elastic
 from hfstream.tokens.encoder import default_threads
 
 # Bare tiktoken encodes one text in the calling thread before the clock starts, as tiktoken's own
@@ -48,7 +51,7 @@ from hfstream.tokens.encoder import default_threads
 # threads (measured with tiktoken 0.14). hfstream's TiktokenBPE warms itself the same way.
 WARM_UP = "warm up"
 PIPELINES = ("hfstream", "hf_pipeline", "tokenizers", "tiktoken", "tiktoken_numpy")
-EXTRA = ("cache", "workers", "full_state")
+EXTRA = ("cache", "workers", "full_state", "elastic")
 CHILD_RUNS = PIPELINES + EXTRA + ("state", "hfstream_docs")
 
 
@@ -235,7 +238,7 @@ def run_tiktoken_numpy(args: argparse.Namespace) -> dict[str, Any]:
 RUNNERS = {"hfstream": run_hfstream, "hf_pipeline": run_hf_pipeline, "tokenizers": run_tokenizers,
            "tiktoken": run_tiktoken, "tiktoken_numpy": run_tiktoken_numpy, "state": run_state,
            "cache": throughput.run_cache, "workers": throughput.run_workers, "full_state": throughput.run_full_state,
-           "hfstream_docs": lambda args: run_hfstream(args, record_docs=True)}
+           "hfstream_docs": lambda args: run_hfstream(args, record_docs=True), "elastic": run_elastic}
 
 
 def ensure_tokenizer(dataset: str, vocab_size: int) -> str:
@@ -328,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
              f"{state['state_mb']} MB ({state['buffer_docs_in_state']} docs in the buffer)"],
             ["restore: new loader + load_state_dict + next batch", f"{state['restore_s']} s"]])
     _print_extra(extra)
+    if "elastic" in extra:
+        print_elastic(extra["elastic"], print_table)
     print_table("tokens/s, side by side (peak RSS includes each run's child processes)",
                 ["pipeline", "tokens", "seconds", "M tok/s", "vs tiktoken", "vs HF", "first batch s",
                  "peak RSS MB", "note"], rows)

@@ -49,6 +49,9 @@ TRAIN_FLAG_KEYS = {
     "model_name_or_path": "model.name_or_path",
     "config_name": "model.config_name",
     "report_to": "train.report_to",
+    "virtual_shards": "data.virtual_shards",
+    "dataloader_num_workers": "data.num_workers",
+    "adjust_accumulation": "train.adjust_accumulation",
 }
 FLAG_KEYS = {**TRAIN_FLAG_KEYS, **{key: f"data.{key}" for key in data_source_keys()}}
 
@@ -102,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--report_to", "--report-to", nargs="+", default=s, metavar="TRACKER",
                    help="none, tensorboard, wandb (several allowed) [train.report_to]; metrics.jsonl is "
                         "always written; needs hfstream[tensorboard] / hfstream[wandb]")
+    e = parser.add_argument_group("elastic runs (README: Elastic runs)")
+    e.add_argument("--virtual_shards", "--virtual-shards", type=int, default=s, metavar="K",
+                   help="split the data into K fixed shards: the same global batches, and --resume, on any "
+                        "ranks x workers dividing K (e.g. 240) [data.virtual_shards]")
+    e.add_argument("--dataloader_num_workers", "--dataloader-num-workers", "--num_workers", type=int, default=s,
+                   help="DataLoader worker processes per rank; needs --virtual_shards [data.num_workers]")
+    e.add_argument("--adjust_accumulation", "--adjust-accumulation", action="store_const", const=True, default=s,
+                   help="on a --resume with other ranks, change --gradient_accumulation_steps to keep the global "
+                        "batch (else that is an error showing the arithmetic) [train.adjust_accumulation]")
     r = parser.add_argument_group("run")
     r.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
                    help="continue from OUTPUT/checkpoint.pt, or from PATH (a checkpoint or a run "

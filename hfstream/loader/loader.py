@@ -17,6 +17,7 @@ import torch
 
 from hfstream.errors import ConfigError, StateError, check_int
 from hfstream.loader.batch import Batch, Rows, rows_to_batch
+from hfstream.loader.elastic import elastic_producer
 from hfstream.loader.pipeline import TokenPipeline
 from hfstream.loader.producers import Producer, ThreadProducer
 from hfstream.loader.records import DocsInFlight
@@ -86,8 +87,21 @@ class StreamingTextDataLoader:
             (``batch.docs``, :mod:`hfstream.loader.records`), and ``docs_in_flight()`` which are
             inside the loader: what ``train.record_docs`` logs for ``hfstream audit``. Off, it
             costs nothing.
+        virtual_shards: K > 0 splits the source into K fixed shards, each a pipeline with its
+            share of the shuffle buffer, and makes one global row order whatever the number of
+            ranks (``shard``/``num_shards``) and ``num_workers``: K must be a multiple of
+            ranks × workers. The state is keyed by shard: merge every rank's
+            (:func:`hfstream.loader.elastic.merge_states`) and load it on any ranks × workers
+            (see "Elastic runs" in the README). Needs a source that can be opened again per shard
+            (a dataset name, a mixture).
+        global_batch: with virtual shards and ``mix_by="tokens"``: rows per optimizer step, all
+            ranks (default ``batch_size × ranks``); the batching method holds per global batch.
+        schedule_ranks: with virtual shards and ``batching_method="device_per_stream"``: the
+            ranks whose batches are each one stream (default: the ranks now; keep the run's
+            first value on a resume with other ranks: the global batches stay the same).
         **corpus_options: passed to ``HuggingFaceStreamingCorpus`` when ``source`` is a name
-            (``shard``/``num_shards`` also place a mixture under DDP).
+            (``shard``/``num_shards`` also place a mixture under DDP, and the loader among the
+            ranks with virtual shards).
 
     Example::
 
@@ -108,6 +122,7 @@ class StreamingTextDataLoader:
                  wrap_source: Callable[[DocumentSource], DocumentSource] | None = None,
                  token_cache: bool | str | os.PathLike[str] | TokenCache | None = True,
                  token_cache_bytes: int | str | None = None, record_docs: bool = False,
+                 virtual_shards: int = 0, global_batch: int | None = None, schedule_ranks: int | None = None,
                  **corpus_options: Any):
         self.batch_size = check_int("batch_size", batch_size, 1)   # rows per batch (B)
         self.seq_len = check_int("seq_len", seq_len, 1)             # tokens per row (T)
@@ -132,11 +147,19 @@ class StreamingTextDataLoader:
                             "shuffle_warmup": shuffle_warmup, "with_positions": with_positions,
                             "token_cache": _token_cache(token_cache, token_cache_bytes), "record_docs": record_docs}
         mixture = mixture_spec(source)
+        self.virtual_shards = check_int("virtual_shards", virtual_shards, 0, "0 (off) or e.g. 240")
         if mixture is not None:
-            _check_mixture_options(mix_by, batching_method, num_workers)
+            _check_mixture_options(mix_by, batching_method, 0 if virtual_shards else num_workers)
         self.source: DocumentSource | None = None
         self.pipeline: Any = None     # the row source a thread runs (TokenPipeline or RowMixer)
-        if mixture is not None and mix_by == "tokens":
+        self.global_batch: int | None = None
+        if self.virtual_shards:
+            token_mixture = mixture["streams"] if mixture is not None and mix_by == "tokens" else None
+            self.producer = self._elastic_producer(
+                source, token_mixture, seed, pipeline_options, corpus_options, wrap_source=wrap_source,
+                global_batch=global_batch, schedule_ranks=schedule_ranks, epoch_size=epoch_size, batching_method=batching_method,
+                state_every=state_every, multiprocessing_context=multiprocessing_context)
+        elif mixture is not None and mix_by == "tokens":
             self.pipeline = _row_mixer(mixture, self.encoder, self.batch_size, self.seq_len, seed, epoch_size,
                                        batching_method, wrap_source, pipeline_options, corpus_options)
             self.producer: Producer = ThreadProducer(self.pipeline, self.prefetch, pin_memory)
@@ -154,6 +177,14 @@ class StreamingTextDataLoader:
             self.producer = ThreadProducer(self.pipeline, self.prefetch, pin_memory,
                                            close_source=self.source is not source)
         self._reset_metrics()
+
+    def _elastic_producer(self, source: Any, streams: list[Any] | None, seed: int,
+                          pipeline_options: dict[str, Any], corpus_options: dict[str, Any], **options: Any) -> Producer:
+        producer, self.global_batch = elastic_producer(
+            source, streams, self.encoder, self.batch_size, self.seq_len, seed, self.virtual_shards,
+            num_workers=self.num_workers, prefetch=self.prefetch, pin_memory=self.pin_memory,
+            pipeline_options=pipeline_options, corpus_options=corpus_options, **options)
+        return producer
 
     # -- iteration ------------------------------------------------------------------------
     def __iter__(self) -> "StreamingTextDataLoader":
@@ -180,9 +211,11 @@ class StreamingTextDataLoader:
     # -- state ----------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
         """What a saved state must match: the data, the tokenizer and the shape settings."""
-        return {"source": self.producer.fingerprint(), "tokenizer": self.encoder.fingerprint,
-                "batch_size": self.batch_size, "seq_len": self.seq_len, "seed": self.seed,
-                "shuffle_buffer_size": self.shuffle_buffer_size, "num_workers": self.num_workers}
+        common = {"source": self.producer.fingerprint(), "tokenizer": self.encoder.fingerprint,
+                  "seq_len": self.seq_len, "seed": self.seed, "shuffle_buffer_size": self.shuffle_buffer_size}
+        if self.virtual_shards:  # rows are made one by one: batch size, ranks and workers may change
+            return {**common, "virtual_shards": self.virtual_shards, "global_batch": self.global_batch}
+        return {**common, "batch_size": self.batch_size, "num_workers": self.num_workers}
 
     def state_dict(self) -> dict[str, Any]:
         """The exact state after the last batch returned: restoring it reproduces what follows.
@@ -213,8 +246,9 @@ class StreamingTextDataLoader:
         if diff:
             detail = ", ".join(f"{k}: saved {theirs.get(k)!r}, now {mine[k]!r}" for k in diff)
             raise StateError(f"the loader state was saved for another setup ({detail})",
-                             "restore into a loader with the same dataset, tokenizer, batch_size, "
-                             "seq_len, seed and shuffle_buffer_size")
+                             "restore into a loader with the same dataset, tokenizer, seq_len, seed, "
+                             "shuffle_buffer_size and virtual_shards (without virtual shards, also the same "
+                             "batch_size and num_workers)")
         self.producer.load_state_dict(state)
         self._batches_before = state.get("batches", 0)  # metrics count this process's batches only
 

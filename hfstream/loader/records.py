@@ -48,6 +48,22 @@ class Reads:
     def copy(self) -> "Reads":
         return Reads(list(self.ranges), list(self.skipped), list(self.held_out), list(self.empty))
 
+    def after(self, epoch: int, row: int) -> "Reads":
+        """What lies at or after row ``row`` of ``epoch``: what a pipeline restored by making rows again
+        read beyond what had been logged (the rest was logged with the rows it made the first time)."""
+        def clip(r: Read) -> Read | None:
+            if (r[3], r[5]) <= (epoch, row):
+                return None
+            return (*r[:4], row, r[5]) if r[3] == epoch and r[4] < row else r
+
+        def kept(ranges: list[Read]) -> list[Read]:
+            return [c for c in map(clip, ranges) if c is not None]
+
+        def later(docs: list[DocId]) -> list[DocId]:
+            return [d for d in docs if (d[3], d[4]) >= (epoch, row)]
+
+        return Reads(kept(self.ranges), kept(self.skipped), later(self.held_out), later(self.empty))
+
     def add(self, other: "Reads") -> None:
         self.ranges += other.ranges
         self.skipped += other.skipped

@@ -109,8 +109,7 @@ class ScheduleCursor:
         """The stream of the next sample, or None after the last epoch."""
         while self.epochs is None or self.epoch < self.epochs:
             if self._labels is None:
-                self._labels = epoch_labels(self.counts, self.method, self.seed, self.epoch,
-                                            self.global_batch, self.world_size, self.rank)
+                self._labels = self._epoch_labels(self.epoch)
                 for _ in range(self.index):  # resume inside an epoch: labels are cheap to skip
                     next(self._labels)
             label = next(self._labels, None)
@@ -121,8 +120,48 @@ class ScheduleCursor:
             self.epoch, self.index, self._labels = self.epoch + 1, 0, None
         return None
 
+    def _epoch_labels(self, epoch: int) -> Iterator[int]:
+        return epoch_labels(self.counts, self.method, self.seed, epoch, self.global_batch, self.world_size, self.rank)
+
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "index": self.index}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.index, self._labels = state["epoch"], state["index"], None
+
+
+def global_labels(counts: list[int], method: str, seed: int, epoch: int, global_batch: int,
+                  schedule_ranks: int) -> Iterator[int]:
+    """The stream of every row of ``epoch`` in the *global* row order of virtual shards.
+
+    Position ``j`` of a global batch goes to rank ``j mod W`` (strided, see
+    :mod:`hfstream.loader.shards`), so the labels are drawn for the whole global batch, the
+    same whatever the number of ranks: ``random``, ``stratified`` and ``per_stream`` as with one
+    rank. ``device_per_stream`` draws ``schedule_ranks`` blocks of one stream per global batch
+    and gives block ``j mod schedule_ranks`` to position ``j``: each rank's batch is one stream
+    when the run has ``schedule_ranks`` ranks (or a multiple); with fewer ranks a rank's batch
+    holds several blocks. The global batches are the same in every case.
+    """
+    if method != "device_per_stream":
+        yield from epoch_labels(counts, method, seed, epoch, global_batch)
+        return
+    check_schedule(method, global_batch, schedule_ranks)
+    unit = global_batch // schedule_ranks
+    blocks = np.repeat(np.arange(len(counts)), [c // unit for c in counts])
+    _rng(seed, "labels", epoch).shuffle(blocks)
+    slot = np.arange(global_batch) % schedule_ranks
+    for start in range(0, len(blocks) // schedule_ranks * schedule_ranks, schedule_ranks):
+        yield from blocks[start:start + schedule_ranks][slot].tolist()
+
+
+class GlobalCursor(ScheduleCursor):
+    """A ScheduleCursor over :func:`global_labels`: the labels of the global row order."""
+
+    def __init__(self, counts: list[int], method: str, seed: int, global_batch: int, schedule_ranks: int,
+                 epochs: int | None, on_epoch_end: Callable[[int], None] = lambda epoch: None):
+        super().__init__(counts, method, seed, global_batch, 1, 0, epochs, on_epoch_end)
+        self.schedule_ranks = schedule_ranks
+        check_schedule(method, global_batch, schedule_ranks)
+
+    def _epoch_labels(self, epoch: int) -> Iterator[int]:
+        return global_labels(self.counts, self.method, self.seed, epoch, self.global_batch, self.schedule_ranks)

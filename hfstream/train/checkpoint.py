@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import pickle
 import zipfile
@@ -21,6 +22,7 @@ from hfstream.errors import ConfigError, StateError
 from hfstream.rundir import atomic_write_bytes, ensure_writable_dir
 from hfstream.train.distributed import Ranks
 
+log = logging.getLogger("hfstream.train")
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "hfstream-train"
 VERSION = 1
@@ -53,13 +55,15 @@ def find_checkpoint(resume: str | os.PathLike[str] | bool, output_dir: str | Pat
     return path
 
 
-def open_checkpoint(resume: Any, overwrite: bool, output: Path, ddp: Ranks, max_steps: int) -> dict[str, Any] | None:
+def open_checkpoint(resume: Any, overwrite: bool, output: Path, ddp: Ranks, max_steps: int,
+                    virtual_shards: int = 0) -> dict[str, Any] | None:
     """The checkpoint a run continues (None for a fresh start), checked against this job.
 
     Raises:
         ConfigError: no checkpoint where ``--resume`` points; a fresh start in a directory that
             already holds a run (without ``overwrite``); an output directory that cannot be written.
-        StateError: a corrupt checkpoint, or one written by another number of ranks.
+        StateError: a corrupt checkpoint, or one written by another number of ranks (without
+            virtual shards, or with others than ``virtual_shards``).
     """
     ckpt = None
     if resume:
@@ -69,7 +73,13 @@ def open_checkpoint(resume: Any, overwrite: bool, output: Path, ddp: Ranks, max_
                           "pass --resume to continue it, --overwrite to start over in it, or "
                           "choose another --output")
     if ckpt is not None:
-        check_matches(ckpt, "world_size", ddp.world_size)
+        saved_shards = ckpt.get("config", {}).get("data", {}).get("virtual_shards", 0)
+        if saved_shards != virtual_shards:
+            raise StateError(f"the checkpoint's run has data.virtual_shards={saved_shards}, this run "
+                             f"{virtual_shards}: the shards are fixed for the whole run",
+                             f"resume with data.virtual_shards={saved_shards}")
+        if not virtual_shards:
+            check_matches(ckpt, "world_size", ddp.world_size)
     if ddp.is_main and (ckpt is None or ckpt["step"] < max_steps):
         ensure_writable_dir(output)
     return ckpt
@@ -119,7 +129,8 @@ def check_matches(ckpt: dict[str, Any], key: str, now: Any, output: Path | None 
     if key == "world_size":
         raise StateError(f"the checkpoint was written by {saved} rank(s), this run has {now}",
                          "resume with the same torchrun --nproc_per_node (and nodes): each rank "
-                         "continues its own shard of the stream")
+                         "continues its own shard of the stream (runs started with data.virtual_shards "
+                         "resume on any number of ranks: README, Elastic runs)")
     if key == "heldout":
         raise StateError("the held-out documents differ from the checkpoint's (the dataset or "
                          "data.eval_docs changed)", "resume with the same data section")
@@ -147,3 +158,36 @@ def completed_summary(ckpt: dict[str, Any], output: Path, max_steps: int) -> dic
                        f"(max_steps={max_steps}); nothing was changed. To train on, resume with a larger "
                        f"--max_steps (e.g. --max_steps {2 * ckpt['step']}; pin optim.decay_steps to keep "
                        "the learning-rate schedule)"}
+
+
+def keep_global_batch(ckpt: dict[str, Any], batch_size: int, accumulation: int, world_size: int,
+                      adjust: bool) -> int:
+    """The gradient accumulation that keeps the checkpoint's global batch (rows per optimizer step)
+    on ``world_size`` ranks: ``accumulation`` when it already does, else (``adjust``) the one that does.
+
+    Raises:
+        StateError: the global batch would change, showing the arithmetic and the way out.
+    """
+    t = ckpt["config"]["train"]
+    saved_world = ckpt["world_size"]
+    saved = t["batch_size"] * t["gradient_accumulation_steps"] * saved_world
+    now = batch_size * accumulation * world_size
+    if now == saved:
+        return accumulation
+    was = (f"the checkpoint's global batch is {t['batch_size']} rows × {t['gradient_accumulation_steps']} "
+           f"accumulation × {saved_world} ranks = {saved}; this run's would be {batch_size} × {accumulation} × "
+           f"{world_size} = {now}")
+    fits = saved % (batch_size * world_size) == 0
+    if adjust and fits:
+        log.info("resuming on %d rank(s) (the checkpoint had %d): gradient_accumulation_steps %d -> %d keeps the "
+                 "global batch of %d rows", world_size, saved_world, accumulation, saved // (batch_size * world_size),
+                 saved)
+        return saved // (batch_size * world_size)
+    if fits:
+        raise StateError(was, f"pass --gradient_accumulation_steps {saved // (batch_size * world_size)} (or "
+                              f"--adjust_accumulation) to keep it, so that every step trains on the same rows")
+    divisors = [b for b in range(1, saved + 1) if saved % (b * world_size) == 0][:6]
+    raise StateError(was + f", and no accumulation makes {batch_size} × N × {world_size} = {saved}",
+                     f"pass a --per_device_train_batch_size that divides {saved // world_size} "
+                     f"(e.g. {', '.join(map(str, divisors))}) with --adjust_accumulation, or use a number "
+                     f"of ranks that divides {saved}")

@@ -42,6 +42,9 @@ class DataOptions:
     eval_docs: int = 200                  # held-out documents (from the head of the stream)
     token_cache: bool = True              # keep documents' token ids for later passes and runs
     token_cache_bytes: Union[int, str, None] = None   # its disk budget ("20G"); None: 16 GiB
+    # Elastic runs (README "Elastic runs"): K fixed shards, one global row order for any ranks x workers
+    virtual_shards: int = 0               # K (0: off); a multiple of every ranks x num_workers the run uses
+    num_workers: int = 0                  # DataLoader worker processes per rank (needs virtual_shards)
     # A mixture instead of `dataset` (MosaicML vocabulary; see hfstream.mixing):
     streams: list[dict[str, Any]] | None = None   # [{dataset: ..., proportion|repeat|choose: ..., label: ...}]
     epoch_size: Union[int, str, None] = None      # samples (or tokens with mix_by: tokens); "64M" works
@@ -140,6 +143,8 @@ class TrainConfig:
     deterministic: bool = False           # torch.use_deterministic_algorithms
     record_batches: bool = False          # write a hash of every batch to batches-rankR.jsonl
     record_docs: bool = False             # log each row's documents to docs-rankR.jsonl (hfstream audit)
+    adjust_accumulation: bool = False     # on a resume with other ranks, change gradient_accumulation_steps
+    #   to keep the global batch (virtual shards); off, a changed global batch is an error
     plot: bool = True                     # training_curve.png
     report_to: list[Literal["none", "tensorboard", "wandb"]] = field(default_factory=list)  # + metrics.jsonl
     export: bool | None = None            # OUTPUT/hf/ at the end; None: when transformers is installed
@@ -179,7 +184,7 @@ _POSITIVE = {
     "sample": ("max_new_tokens",),
 }
 _NON_NEGATIVE = {
-    "data": ("min_length", "eval_docs", "max_samples", "shuffle_buffer_size"),
+    "data": ("min_length", "eval_docs", "max_samples", "shuffle_buffer_size", "virtual_shards", "num_workers"),
     "optim": ("learning_rate", "min_lr_ratio", "warmup_steps", "weight_decay", "eps", "grad_clip"),
     "train": ("eval_steps", "save_steps", "seed"),
     "sample": ("sample_steps", "temperature"),
@@ -220,6 +225,13 @@ def validate(config: Config) -> None:
     if config.sample.top_k is not None and config.sample.top_k < 1:
         raise ConfigError(f"sample.top_k must be >= 1 or null, got {config.sample.top_k}",
                           "null samples from the whole vocabulary")
+    if config.data.num_workers and not config.data.virtual_shards:
+        raise ConfigError(f"data.num_workers={config.data.num_workers} needs data.virtual_shards",
+                          "set data.virtual_shards (e.g. 240: a multiple of ranks x workers), or drop data.num_workers")
+    if config.data.virtual_shards and config.data.shuffle_files:
+        raise ConfigError("data.shuffle_files with data.virtual_shards: the virtual shards are fixed for the whole run",
+                          "drop data.shuffle_files: documents are shuffled within each shard, and the global order "
+                          "interleaves all shards")
     if config.data.streams is not None:
         sorted_streams(config.data.streams)  # weights, labels, stream classes: errors name the stream
     elif config.data.batching_method != "random" or config.data.mix_by != "samples":

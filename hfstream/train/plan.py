@@ -7,6 +7,7 @@ into a DocumentSource for the held-out head, the tokenizer's documents and the l
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from hfstream.errors import ConfigError
+from hfstream.loader.elastic import merge_states
 from hfstream.loader.loader import StreamingTextDataLoader
 from hfstream.mixing.streams import sorted_streams
 from hfstream.source.base import DocumentSource
@@ -133,13 +135,16 @@ def tokenizer_source(config: Config, num_heldout: int) -> DocumentSource:
 
 
 def make_loader(config: Config, ddp: Ranks, encoder: TextEncoder, heldout: list[str],
-                device: torch.device) -> StreamingTextDataLoader:
+                device: torch.device, schedule_ranks: int = 1) -> StreamingTextDataLoader:
     """This rank's StreamingTextDataLoader over shard ``rank`` of ``world_size``, held-out docs excluded
-    (with position ids when the model masks attention by document)."""
+    (with position ids when the model masks attention by document); with ``data.virtual_shards``,
+    over the virtual shards this rank owns."""
     d, t = config.data, config.train
     # document-masked attention needs the packer's document boundaries (batch.positions)
     common = {"prefetch": d.prefetch, "pin_memory": device.type == "cuda", "with_positions": config.model.doc_mask,
               "record_docs": t.record_docs, "token_cache": d.token_cache, "token_cache_bytes": d.token_cache_bytes}
+    if d.virtual_shards:
+        return _elastic_loader(config, ddp, encoder, heldout, schedule_ranks, common)
     if d.streams and d.mix_by == "tokens":  # one pipeline per stream; every row from one stream
         return StreamingTextDataLoader(
             d.streams, encoder, t.batch_size, config.model.seq_len, d.shuffle_buffer_size, seed=t.seed,
@@ -157,3 +162,26 @@ def make_loader(config: Config, ddp: Ranks, encoder: TextEncoder, heldout: list[
     except BaseException:
         source.close()
         raise
+
+
+def _elastic_loader(config: Config, ddp: Ranks, encoder: TextEncoder, heldout: list[str], schedule_ranks: int,
+                    common: dict[str, Any]) -> StreamingTextDataLoader:
+    """The loader over this rank's virtual shards: one global row order for any ranks × workers."""
+    d, t = config.data, config.train
+    tokens = bool(d.streams) and d.mix_by == "tokens"
+    data = d.streams if tokens else run_data(config)
+    options = {} if d.streams else {"max_samples": d.max_samples, **source_options(config)}
+    options.pop("seed", None)  # file order: fixed with virtual shards (config validation says so)
+    mixing = {"mix_by": "tokens", "epoch_size": d.epoch_size, "batching_method": d.batching_method} if tokens else {}
+    return StreamingTextDataLoader(
+        data, encoder, t.batch_size, config.model.seq_len, d.shuffle_buffer_size, seed=t.seed,
+        virtual_shards=d.virtual_shards, num_workers=d.num_workers, shard=ddp.rank, num_shards=ddp.world_size,
+        epochs=d.epochs, wrap_source=functools.partial(ExcludingSource, excluded=heldout),
+        global_batch=t.batch_size * t.gradient_accumulation_steps * ddp.world_size, schedule_ranks=schedule_ranks,
+        **mixing, **options, **common)
+
+
+def loader_state(config: Config, ckpt: dict[str, Any], rank: int) -> dict[str, Any]:
+    """What this rank's loader resumes from: its own state, or (virtual shards) every rank's merged."""
+    states = [r["loader"] for r in ckpt["ranks"]]
+    return merge_states(states) if config.data.virtual_shards else states[rank]

@@ -36,8 +36,8 @@ from hfstream.progress import progress_bar
 from hfstream.rundir import MetricsLog, atomic_write_text
 from hfstream.source.heldout import heldout_fingerprint
 from hfstream.train import extras, plan, records, report
-from hfstream.train.checkpoint import (CHECKPOINT_NAME, check_matches, completed_summary, open_checkpoint,
-                                       save_checkpoint)
+from hfstream.train.checkpoint import (CHECKPOINT_NAME, check_matches, completed_summary, keep_global_batch,
+                                       open_checkpoint, save_checkpoint)
 from hfstream.train.config import Config, config_to_dict, config_to_yaml
 from hfstream.train.distributed import Ranks, agree, broadcast_object, gather_objects, init_distributed
 from hfstream.train.evaluate import document_positions, evaluate, pack_rows
@@ -100,6 +100,7 @@ class Run:
 
     def __init__(self, config: Config, ddp: Ranks, resume: Any, overwrite: bool, progress: bool):
         self.config, self.ddp, self.progress = config, ddp, progress
+        self.schedule_ranks = ddp.world_size  # the ranks a device_per_stream schedule is drawn for (elastic)
         self.started = time.perf_counter()
         t = config.train
         self.device = choose_device(t.device, ddp)
@@ -108,14 +109,18 @@ class Run:
         extras.check_config(config)  # the optional libraries and the model's source, before anything is written
         check_source(config.model)
         self.output = Path(t.output_dir).expanduser()
-        ckpt = open_checkpoint(resume, overwrite, self.output, ddp, t.max_steps)
+        ckpt = open_checkpoint(resume, overwrite, self.output, ddp, t.max_steps, config.data.virtual_shards)
         # a run that already reached max_steps: its own summary, nothing is written
         self.complete = None if ckpt is None else completed_summary(ckpt, self.output, t.max_steps)
         if self.complete is not None:
             return
+        if ckpt is not None and config.data.virtual_shards:  # an elastic resume keeps the global batch
+            t.gradient_accumulation_steps = keep_global_batch(ckpt, t.batch_size, t.gradient_accumulation_steps,
+                                                              ddp.world_size, t.adjust_accumulation)
+            self.schedule_ranks = ckpt.get("schedule_ranks", ckpt["world_size"])
         self._plan_data(ckpt)
         self._build_model(ckpt)
-        self.loader = plan.make_loader(config, ddp, self.encoder, self.heldout, self.device)
+        self.loader = plan.make_loader(config, ddp, self.encoder, self.heldout, self.device, self.schedule_ranks)
         self.metrics = self.samples_log = self.batch_log = self.trackers = self.docs_log = None
         try:
             self._start_data(ckpt)
@@ -159,7 +164,7 @@ class Run:
             self.scaler.load_state_dict(ckpt["scaler"])
             self.step = ckpt["step"]
         torch.manual_seed(t.seed + 1 + self.ddp.rank)  # dropout differs across ranks
-        if ckpt is not None:
+        if ckpt is not None and ckpt["world_size"] == self.ddp.world_size:  # (elastic: new ranks, fresh dropout)
             restore_rng(ckpt["ranks"][self.ddp.rank])
         model: torch.nn.Module = torch.compile(self.raw_model) if t.compile else self.raw_model
         if self.ddp.enabled:
@@ -180,7 +185,7 @@ class Run:
         self.eval_positions = (document_positions(self.eval_rows, self.encoder.eos_id)
                                if self.model_config.doc_mask else None)
         if ckpt is not None:
-            self.loader.load_state_dict(ckpt["ranks"][ddp.rank]["loader"])
+            self.loader.load_state_dict(plan.loader_state(self.config, ckpt, ddp.rank))
         self.loader.start()  # batches are prepared while the run sets up and evaluates step 0
         self.tokens_per_step = (t.batch_size * self.model_config.seq_len * t.gradient_accumulation_steps
                                 * ddp.world_size)
@@ -338,7 +343,8 @@ class Run:
         save_checkpoint(self.output / CHECKPOINT_NAME, {
             "step": self.step, "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(), "scheduler": schedule_state(o, t.max_steps, self.step),
-            "ranks": ranks, "world_size": self.ddp.world_size, "config": config_to_dict(self.config),
+            "ranks": ranks, "world_size": self.ddp.world_size, "schedule_ranks": self.schedule_ranks,
+            "config": config_to_dict(self.config),
             "model_config": dataclasses.asdict(self.model_config), "architecture": self.raw_model.architecture(),
             "heldout": self.heldout_id,
             "tokenizer": {"fingerprint": self.encoder.fingerprint, "vocab_size": self.encoder.vocab_size},
