@@ -328,7 +328,11 @@ def elastic_producer(source: Any, streams: list[Any] | None, encoder: Any, batch
                      pipeline_options: dict[str, Any], corpus_options: dict[str, Any], wrap_source: Any,
                      global_batch: int | None, schedule_ranks: int | None, epoch_size: Any, batching_method: str,
                      state_every: int, multiprocessing_context: str | None) -> tuple[ElasticProducer, int | None]:
-    """The loader's ElasticProducer, its options checked; and the global batch a token mixture is drawn in."""
+    """The loader's ElasticProducer, its options checked; and the global batch a token mixture is drawn in.
+
+    A shard's anchor (its full state) comes every ``state_every // 4`` of its rows (64 by default):
+    a restore makes at most that many rows per shard again.
+    """
     options = dict(corpus_options)
     rank, world_size = options.pop("shard", 0), options.pop("num_shards", 1)
     plan = ShardPlan(num_shards, world_size, rank, num_workers)
@@ -349,7 +353,7 @@ def elastic_producer(source: Any, streams: list[Any] | None, encoder: Any, batch
                                                                schedule_ranks or world_size, epoch_size,
                                                                batching_method, world_size)
     return ElasticProducer(spec, plan, batch_size, prefetch=prefetch, pin_memory=pin_memory,
-                           state_every=state_every, multiprocessing_context=multiprocessing_context,
+                           state_every=max(1, state_every // 4), multiprocessing_context=multiprocessing_context,
                            fingerprint=fingerprint), global_batch
 
 

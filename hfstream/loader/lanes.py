@@ -81,7 +81,8 @@ class ElasticSpec:
         shard, label = unit
         if label is None:
             queue = max(4 << 20, QUEUE_BYTES // max(units_per_lane, 1))
-            source = open_source(self.data, corpus_defaults={"batch_size": 64, "queue_bytes": queue},
+            source = open_source(self.data, corpus_defaults={"batch_size": 64, "queue_bytes": queue,
+                                                                  "fork_server": True},
                                  mixture_defaults={"seed": self.seed, "epochs": 1}, shard=shard,
                                  num_shards=self.num_shards, **self.source_options)
             seed, stream = derive_seed(self.seed, f"shard{shard}"), None

@@ -69,7 +69,8 @@ class StreamingTextDataLoader:
             source each worker can open again: a dataset name or a mixture). Resume is exact in
             both modes.
         state_every: with workers, each worker attaches its full state to every
-            ``state_every``-th batch; a restore replays at most that many batches per worker.
+            ``state_every``-th batch; a restore replays at most that many batches per worker. With
+            virtual shards, each shard's state comes every ``state_every // 4`` of its rows.
         mix_by: for a list of streams: ``samples`` mixes documents (mosaic counting, random
             order), ``tokens`` mixes training rows with budgets in tokens (``choose``, ``epoch_size``)
             and makes ``batching_method`` hold on every batch.

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from hfstream.source import forkserver
 from hfstream.source import wire as protocol
 from hfstream.source.spec import SourceSpec
 
@@ -89,7 +90,7 @@ class WorkerProcess:
     def __init__(self, spec: SourceSpec, *, start_epoch: int, start_row: int, limit: int | None,
                  docs_per_message: int, queue_bytes: int, heartbeat_s: float = 1.0,
                  progress_interval_s: float = 1.0, python: list[str] | None = None,
-                 options: dict[str, str | None] | None = None):
+                 options: dict[str, str | None] | None = None, fork: bool = False):
         self.queue = ByteQueue(queue_bytes)
         self.progress: dict[str, Any] = {}
         self.status: dict[str, Any] = {}
@@ -111,9 +112,12 @@ class WorkerProcess:
         env.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
         # Own session: a terminal's Ctrl+C reaches the parent, which stops the worker itself.
         # Our end of its stdin closes when we die (even on SIGKILL): the worker then exits.
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, bufsize=1 << 20, env=env,
-                                     start_new_session=True, close_fds=True)
+        if python is None and forkserver.enabled(fork):  # forked from a server that imported it all once
+            self.proc: Any = forkserver.fork_server(env).spawn(forkserver.spawn_args(cmd), env)
+        else:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, bufsize=1 << 20, env=env,
+                                         start_new_session=True, close_fds=True)
         self._finalizer = weakref.finalize(self, _kill, self.proc)
         self._threads = [threading.Thread(target=self._read_stdout, daemon=True, name="hfstream-reader"),
                          threading.Thread(target=self._read_stderr, daemon=True, name="hfstream-stderr")]

@@ -144,14 +144,16 @@ def test_state_of_other_dataset_is_a_clear_error(tmp_path, parquet_dir):
 
 # -- crashes, hangs, garbage ----------------------------------------------------------------
 
-def test_kill_9_of_the_worker_k_times_loses_and_repeats_nothing(tmp_path):
+@pytest.mark.parametrize("fork_server", [False, True], ids=["spawned", "forked"])
+def test_kill_9_of_the_worker_k_times_loses_and_repeats_nothing(tmp_path, fork_server):
     # 4 kB documents: at each kill, what is left (> 1.4 MB) cannot all sit in the pipe and the
     # reader's 1 MB buffer, so the worker is still alive and the kill really interrupts it.
     texts = [t + " " + "x" * 4000 for t in make_texts(400)]
     write_parquet(tmp_path / "d.parquet", texts, row_group_size=20)
     clean = read_all(str(tmp_path), epochs=2)
     got, kills = [], 0
-    with HuggingFaceStreamingCorpus(str(tmp_path), epochs=2, batch_size=16, queue_bytes=2048) as corpus:
+    with HuggingFaceStreamingCorpus(str(tmp_path), epochs=2, batch_size=16, queue_bytes=2048,
+                                    fork_server=fork_server) as corpus:
         for text in corpus.stream():
             got.append(text)
             if len(got) in (50, 250, 450) and corpus.worker_pid is not None:
@@ -161,14 +163,15 @@ def test_kill_9_of_the_worker_k_times_loses_and_repeats_nothing(tmp_path):
     assert got == clean
 
 
-def test_sigstopped_worker_is_killed_by_the_watchdog_and_replaced(tmp_path):
+@pytest.mark.parametrize("fork_server", [False, True], ids=["spawned", "forked"])
+def test_sigstopped_worker_is_killed_by_the_watchdog_and_replaced(tmp_path, fork_server):
     # 4 kB documents, as in the kill -9 test: when it is stopped, the worker cannot have sent them all
     # already (the pipe and the reader's 1 MB buffer hold less than what is left).
     texts = [t + " " + "x" * 4000 for t in make_texts(400)]
     write_parquet(tmp_path / "d.parquet", texts, row_group_size=10)
     got = []
     with HuggingFaceStreamingCorpus(str(tmp_path), batch_size=8, queue_bytes=1024,
-                                    watchdog_timeout=1.5, heartbeat=0.2) as corpus:
+                                    watchdog_timeout=1.5, heartbeat=0.2, fork_server=fork_server) as corpus:
         for text in corpus.stream():
             got.append(text)
             if len(got) == 40:
@@ -264,34 +267,40 @@ def test_a_worker_that_always_dies_ends_in_worker_error_with_exit_code_and_stder
 PARENT = textwrap.dedent("""\
     import sys, time
     from hfstream import HuggingFaceStreamingCorpus
-    corpus = HuggingFaceStreamingCorpus(sys.argv[1], epochs=None, batch_size=4, queue_bytes=1024)
+    from hfstream.source import forkserver
+    fork = sys.argv[2] == "fork"
+    corpus = HuggingFaceStreamingCorpus(sys.argv[1], epochs=None, batch_size=4, queue_bytes=1024, fork_server=fork)
     for i, text in enumerate(corpus.stream()):
         if i == 0:
-            print(corpus.worker_pid, flush=True)
+            print(corpus.worker_pid, forkserver._SERVER.proc.pid if fork else 0, flush=True)
         time.sleep(0.01)
 """)
 
 
-def _start_parent(tmp_path):
+def _start_parent(tmp_path, fork_server=False):
+    """A process reading a corpus forever; returns it, its worker's pid and its fork server's (or 0)."""
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in make_texts(30)])
     script = tmp_path / "parent.py"
     script.write_text(PARENT)
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    parent = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, env=env)
-    worker_pid = int(parent.stdout.readline())
+    parent = subprocess.Popen([sys.executable, str(script), str(path), "fork" if fork_server else "spawn"],
+                              stdout=subprocess.PIPE, env=env)
+    worker_pid, server_pid = map(int, parent.stdout.readline().split())
     assert _pid_alive(worker_pid)
-    return parent, worker_pid
+    return parent, worker_pid, server_pid
 
 
-def test_no_orphan_after_sigkill_of_the_parent(tmp_path):
-    parent, worker_pid = _start_parent(tmp_path)
+@pytest.mark.parametrize("fork_server", [False, True], ids=["spawned", "forked"])
+def test_no_orphan_after_sigkill_of_the_parent(tmp_path, fork_server):
+    parent, worker_pid, server_pid = _start_parent(tmp_path, fork_server)
     parent.kill()
     parent.wait()
     assert _wait_gone(worker_pid, 5), "the worker outlived its SIGKILLed parent"
+    assert not server_pid or _wait_gone(server_pid, 5), "the fork server outlived its SIGKILLed parent"
 
 
 def test_ctrl_c_stops_parent_and_worker_within_2s(tmp_path):
-    parent, worker_pid = _start_parent(tmp_path)
+    parent, worker_pid, _ = _start_parent(tmp_path)
     parent.send_signal(signal.SIGINT)
     parent.wait(timeout=10)
     assert _wait_gone(worker_pid, 2.0), "the worker was still running 2 s after Ctrl+C"
