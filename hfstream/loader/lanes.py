@@ -1,10 +1,12 @@
 """Lanes: the pipelines of the virtual shards one rank (× DataLoader worker) runs, making its rows in order.
 
 A lane (:mod:`hfstream.loader.shards`) runs one :class:`~hfstream.loader.pipeline.TokenPipeline`
-per *unit*: a shard, or (token mixture) a shard of one stream. Every pipeline makes one row at
-a time; the lane makes its rows in the global order and sends them in *groups* (1, 2, 4, ...
-rows up to about ``GROUP_BYTES``), with an *anchor* (the unit's full state before a row, compact
-when the source can seek) every ``state_every`` rows of each unit. The consumer keeps, per
+per *unit*: a shard, or (token mixture) a shard of one stream. A pipeline packs
+:data:`CHUNK_ROWS` rows at a time (the same rows as one at a time: packing is a cut of the
+document stream) and the lane hands them out one by one; it makes its rows in the global order
+and sends them in *groups* (1, 2, 4, ... rows up to about ``GROUP_BYTES``), with an *anchor*
+(the unit's full state before a chunk, compact when the source can seek) every ``state_every``
+rows of each unit. The consumer keeps, per
 unit, the last anchor it consumed and how many of the unit's rows it has consumed: that is
 the unit's resume point, whichever rank and worker run the unit next (load the anchor, make
 the rows in between again: deterministic). Torch-free, like the pipeline.
@@ -12,6 +14,7 @@ the rows in between again: deterministic). Torch-free, like the pipeline.
 
 from __future__ import annotations
 
+import collections
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -20,12 +23,16 @@ import numpy as np
 
 from hfstream.errors import StateError
 from hfstream.loader.pipeline import DEFAULT_WARMUP, TokenPipeline, derive_seed
-from hfstream.loader.records import DocsInFlight, Reads
+from hfstream.loader.batch import Rows
+from hfstream.loader.records import BatchDocs, DocsInFlight, Reads
 from hfstream.loader.shards import ShardPlan
 from hfstream.mixing.schedule import GlobalCursor
 from hfstream.sources import open_source
 
 GROUP_BYTES = 1 << 20       # rows per group sent by a lane (int64 bytes)
+CHUNK_ROWS = 8              # rows a unit's pipeline packs per call (its last partial chunk is its end)
+DOCS_PER_MESSAGE = 64       # a shard reader's documents per message
+UNIT_LOOKAHEAD = 4          # messages a unit keeps tokenizing ahead (the units take turns: keep the threads busy)
 QUEUE_BYTES = 64 << 20      # the read-ahead text a corpus keeps, shared out between a lane's shards
 #: a unit: (shard, stream label or None)
 Unit = tuple[int, Any]
@@ -81,7 +88,7 @@ class ElasticSpec:
         shard, label = unit
         if label is None:
             queue = max(4 << 20, QUEUE_BYTES // max(units_per_lane, 1))
-            source = open_source(self.data, corpus_defaults={"batch_size": 64, "queue_bytes": queue,
+            source = open_source(self.data, corpus_defaults={"batch_size": DOCS_PER_MESSAGE, "queue_bytes": queue,
                                                                   "fork_server": True},
                                  mixture_defaults={"seed": self.seed, "epochs": 1}, shard=shard,
                                  num_shards=self.num_shards, **self.source_options)
@@ -92,8 +99,17 @@ class ElasticSpec:
             seed, stream = derive_seed(self.seed, f"{label}/shard{shard}"), label
         if self.wrap is not None:
             source = self.wrap(source)
-        return TokenPipeline(source, self.encoder, 1, self.seq_len, seed=seed, stream=stream,
+        return TokenPipeline(source, self.encoder, CHUNK_ROWS, self.seq_len, seed=seed, stream=stream,
+                             lookahead=UNIT_LOOKAHEAD,
                              **self.unit_options(units_per_lane))
+
+
+def _split(rows: Rows) -> list[Rows]:
+    """A chunk's rows one by one; what was read for the chunk goes with its first row."""
+    docs = rows.docs
+    return [Rows(rows.tokens[j:j + 1], None if rows.positions is None else rows.positions[j:j + 1], None,
+                 None if docs is None else BatchDocs([docs.rows[j]], docs.reads if j == 0 else Reads()))
+            for j in range(len(rows.tokens))]
 
 
 def unit_key(unit: Unit) -> list[Any]:
@@ -117,7 +133,9 @@ class Lane:
         self.spec, self.plan, self.lane, self.state_every = spec, plan, lane, state_every
         self.units: dict[Unit, TokenPipeline] = {}
         self.index: dict[Unit, int] = {}
+        self._chunk: dict[Unit, collections.deque] = {}   # rows of a unit's last chunk not handed out
         self._anchored: dict[Unit, int] = {}
+        self._every: dict[Unit, int] = {}
         self.rows_before = 0 if point is None else point["rows"]
         self._labels_state = None if point is None else point.get("labels")
         self._per_lane = len(plan.shards(lane)) * (1 if spec.streams is None else len(spec.streams))
@@ -126,6 +144,11 @@ class Lane:
             unit = (entry["shard"], entry["stream"])
             if unit[0] in mine:
                 self._restore(unit, entry)
+        for shard in plan.shards(lane):  # every reader starts now, side by side
+            for stream in [None] if spec.streams is None else [s.label for s in spec.streams]:
+                self._unit((shard, stream))
+        for pipeline in self.units.values():  # and every shard's first texts are being tokenized
+            pipeline.prefetch()
 
     def _unit(self, unit: Unit) -> TokenPipeline:
         pipeline = self.units.get(unit)
@@ -133,14 +156,28 @@ class Lane:
             pipeline = self.units[unit] = self.spec.open_unit(unit, self._per_lane)
             pipeline.start()
             self.index[unit] = 0
+            self._chunk[unit] = collections.deque()
+            # an anchor costs the unit's buffer (refs): a big buffer is anchored less often
+            self._every[unit] = max(self.state_every, pipeline.buffer.capacity // 8)
         return pipeline
+
+    def _next_row(self, unit: Unit) -> Any:
+        """The unit's next row as a 1-row ``Rows`` (its chunk's reads on the chunk's first row), or None."""
+        chunk = self._chunk[unit]
+        if not chunk:
+            out = self.units[unit].next_batch()
+            if out is None:
+                return None
+            chunk.extend(_split(out))
+        return chunk.popleft()
 
     def _restore(self, unit: Unit, entry: dict[str, Any]) -> None:
         pipeline = self._unit(unit)
         pipeline.load_state_dict(entry["anchor"])
+        self._chunk[unit].clear()
         reads = Reads()
         for _ in range(entry["next_index"] - entry["anchor_index"]):
-            out = pipeline.next_batch()
+            out = self._next_row(unit)
             if out is None:
                 raise StateError(f"replaying virtual shard {unit[0]} to its saved position ran out of data",
                                  "the dataset changed since the state was saved")
@@ -192,10 +229,11 @@ class Lane:
                     break
                 pipeline = self._unit(unit)
                 index = self.index[unit]
-                if unit not in self._anchored or index - self._anchored[unit] >= self.state_every:
+                due = unit not in self._anchored or index - self._anchored[unit] >= self._every[unit]
+                if due and not self._chunk[unit]:  # anchors fall between chunks
                     anchors.append([len(rows), *unit_key(unit), index, pipeline.state_dict()])
                     self._anchored[unit] = index
-                out = pipeline.next_batch()
+                out = self._next_row(unit)
                 if out is None:
                     ended = True
                     break
@@ -217,9 +255,12 @@ class Lane:
                 "anchors": anchors, "records": records, "docs": sum(p.num_docs for p in self.units.values())}
 
     def docs_in_flight(self) -> DocsInFlight:
+        """The units' documents in flight, the rows of their chunks not handed out included."""
         out = DocsInFlight()
-        for pipeline in self.units.values():
+        for unit, pipeline in self.units.items():
             out.add(pipeline.docs_in_flight())
+            for row in self._chunk[unit]:
+                out.add_batch(row.docs)
         return out
 
     def close(self) -> None:

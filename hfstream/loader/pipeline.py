@@ -82,15 +82,17 @@ class TokenPipeline:
         token_cache: where token ids of documents read before are kept (None: no cache).
         record_docs: each batch's ``Rows.docs`` says which documents its rows hold (records).
         stream: the stream's name in records (default: the source's name).
+        lookahead: batches of texts being tokenized ahead of packing (more for small batches).
     """
 
     def __init__(self, source: DocumentSource, encoder: Any, batch_size: int, seq_len: int,
                  shuffle_buffer_size: int = 10_000, shuffle_buffer_bytes: int = 256 << 20,
                  seed: int = 0, with_positions: bool = False, shuffle_warmup: int | None = None,
-                 token_cache: TokenCache | None = None, record_docs: bool = False, stream: str | None = None):
+                 token_cache: TokenCache | None = None, record_docs: bool = False, stream: str | None = None,
+                 lookahead: int = LOOKAHEAD):
         check_int("shuffle_buffer_size", shuffle_buffer_size, 0,
                   "use 0 to disable shuffling, 10_000 is a good default")
-        self.source, self.encoder = source, encoder
+        self.source, self.encoder, self.lookahead = source, encoder, lookahead
         self.docs = source.tokenized(token_cache, f"{encoder.fingerprint}:{TOKENS_VERSION}", record_docs)
         self.packer = TokenPacker(batch_size, seq_len, encoder.eos_id, with_positions=with_positions)
         capacity = max(shuffle_buffer_size, 1)
@@ -125,17 +127,26 @@ class TokenPipeline:
         rows.docs = docs
         return rows
 
-    def _read_more(self) -> None:
+    def prefetch(self) -> None:
+        """Hand the next texts to the tokenizer threads now, without waiting for them (a caller
+        running many pipelines primes them all before it needs their first rows)."""
         if self._batches is None:
             self._batches = self.docs.batches()
         inflight = self._inflight
-        while not self._source_done and len(inflight) < LOOKAHEAD:
+        # A deep lookahead (a virtual shard's: the shards take turns) starts at 1, so that the
+        # first rows of many shards do not wait for every shard's first batches to be tokenized.
+        limit = self.lookahead if self.num_docs or self.lookahead <= LOOKAHEAD else 1
+        while not self._source_done and len(inflight) < limit:
             before = self.docs.state_dict()  # the position a restore goes back to
             batch = next(self._batches, None)
             if batch is None:
                 self._source_done = True
             else:
                 inflight.append((before, batch, self._submit(batch)))
+
+    def _read_more(self) -> None:
+        self.prefetch()
+        inflight = self._inflight
         if not inflight:
             # The source is done: empty the buffer, in its random order, one batch at a time
             # (all at once would grow the packer by the whole buffer: 128 MB for 10k documents).
