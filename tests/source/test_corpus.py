@@ -265,9 +265,12 @@ def test_a_worker_that_always_dies_ends_in_worker_error_with_exit_code_and_stder
 # -- no orphans -----------------------------------------------------------------------------
 
 PARENT = textwrap.dedent("""\
-    import sys, time
+    import signal, sys, time
     from hfstream import HuggingFaceStreamingCorpus
     from hfstream.source import forkserver
+    # Ctrl+C raises KeyboardInterrupt, as in a terminal, also when the tests run as a background
+    # job (whose children start with SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     fork = sys.argv[2] == "fork"
     corpus = HuggingFaceStreamingCorpus(sys.argv[1], epochs=None, batch_size=4, queue_bytes=1024, fork_server=fork)
     for i, text in enumerate(corpus.stream()):
