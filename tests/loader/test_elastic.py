@@ -39,13 +39,16 @@ def loaders(data, tokenizer, world, workers=0, batch=2, **options):
                                     **options) for r in range(world)]
 
 
-def global_rows(ranks, steps):
-    """``steps`` global batches: each rank's next batch, interleaved (row u from rank u mod W)."""
+def global_rows(ranks, steps, streams=None):
+    """``steps`` global batches: each rank's next batch, interleaved (row u from rank u mod W);
+    with ``streams`` (a list), each rank's batch's stream ids are appended to it."""
     out = []
     for _ in range(steps):
-        parts = [next(loader).inputs for loader in ranks]
-        rows = torch.stack(parts, dim=1).reshape(-1, parts[0].shape[1])  # (B, W, T) -> (W*B, T): u = c*W + r
-        out.append(rows)
+        batches = [next(loader) for loader in ranks]
+        parts = [b.inputs for b in batches]
+        out.append(torch.stack(parts, dim=1).reshape(-1, parts[0].shape[1]))  # (B, W, T) -> (W*B, T): u = c*W + r
+        if streams is not None:
+            streams.append([b.stream_ids.tolist() for b in batches])
     return out
 
 
@@ -128,17 +131,23 @@ def test_one_ranks_state_is_refused_where_its_shards_moved(corpus, tokenizer_pat
         single.close()
 
 
-def test_a_token_mixture_keeps_its_global_batches_on_other_ranks(corpus, tokenizer_path, tmp_path):
+@pytest.mark.parametrize("method", ["random", "stratified", "per_stream", "device_per_stream"])
+def test_a_token_mixture_keeps_its_global_batches_on_other_ranks(corpus, tokenizer_path, tmp_path, method):
     data, texts = corpus
     other = write_parquet(tmp_path / "other.parquet", make_texts(120, seed=9, prefix="other"))
     streams = [Stream(data, proportion=0.7), Stream(str(other), proportion=0.3)]
     reference = None
     for world, batch in [(1, 4), (2, 2), (4, 1)]:
-        ranks = loaders(streams, tokenizer_path, world, batch=batch, mix_by="tokens", batching_method="stratified",
-                        global_batch=4, epoch_size=20_000)
+        ranks = loaders(streams, tokenizer_path, world, batch=batch, mix_by="tokens", batching_method=method,
+                        global_batch=4, schedule_ranks=2, epoch_size=20_000)
+        streams_of = []
         try:
-            got = digest(global_rows(ranks, 6))
+            got = digest(global_rows(ranks, 6, streams_of))
         finally:
             close(ranks)
         reference = reference or got
-        assert got == reference, world
+        assert got == reference, (method, world)
+        if method == "per_stream":       # every global batch from one stream
+            assert all(len({i for ids in step for i in ids}) == 1 for step in streams_of)
+        if method == "device_per_stream" and world == 2:  # on the run's ranks, each rank's batch one stream
+            assert all(len(set(ids)) == 1 for step in streams_of for ids in step)
