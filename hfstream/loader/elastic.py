@@ -67,8 +67,7 @@ class ElasticTracker:
 
     def __init__(self, spec: ElasticSpec, plan: ShardPlan):
         self.spec, self.plan = spec, plan
-        self.rows = 0                      # global rows consumed (every rank's)
-        self.c = 0                         # this rank's rows consumed
+        self.rows = 0                      # global rows consumed (every rank's); this rank's: rows // W
         self.units: dict[Unit, dict[str, Any]] = {}
         self.cursor = spec.cursor() if spec.streams is not None else None
         self.lane_docs: dict[int, int] = {}
@@ -84,7 +83,7 @@ class ElasticTracker:
     def take_row(self, items: Iterator[dict[str, Any]], ahead: int) -> tuple[dict[str, Any], int] | None:
         """The rank's row ``ahead`` rows after the last consumed, as (its group, its offset) (rows are
         taken in order); None when its lane's shard ended."""
-        lane = self.plan.lane_of(self.c + ahead)
+        lane = self.plan.lane_of(self.rows // self.plan.world_size + ahead)
         if lane in self._ended:
             return None
         group, k = self._current.pop(lane, (None, 0))
@@ -114,7 +113,6 @@ class ElasticTracker:
             ends = [(r[3], r[5]) for r in group["records"][k].get("reads", ())]
             if ends:
                 entry["logged"] = list(max([tuple(entry.get("logged", (0, 0))), *ends]))
-        self.c += 1
         self.rows += self.plan.world_size
         if self.cursor is not None:  # the schedule moves over every rank's rows
             for _ in range(self.plan.world_size):
@@ -132,7 +130,7 @@ class ElasticTracker:
         return {"rows": self.rows, "shards": self.plan.all_shards(),
                 "units": [dict(u) for u in self.units.values()],
                 "labels": None if self.cursor is None else self.cursor.state_dict(),
-                "docs": self.docs_before + sum(self.lane_docs.values())}
+                "docs": self.docs()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         require_keys(state, ("rows", "units", "shards", "labels"), "virtual-shard loader state", _STATE_HINT)
@@ -149,13 +147,21 @@ class ElasticTracker:
                              "resume from a state saved after a whole global batch (a checkpoint's step)")
         mine = set(plan.all_shards())
         self.units = {(u["shard"], u["stream"]): dict(u) for u in state["units"] if u["shard"] in mine}
-        self.rows, self.c = state["rows"], state["rows"] // plan.world_size
+        self.rows = state["rows"]
         if self.cursor is not None and state["labels"] is not None:
             self.cursor.load_state_dict(state["labels"])
         self.docs_before, self.lane_docs = state.get("docs", 0), {}
+        self.forget_received()
+
+    def forget_received(self) -> None:
+        """Drop the rows received and not consumed (the lanes stop: they make them again from the state)."""
         self._held.clear()
         self._current.clear()
         self._ended.clear()
+
+    def docs(self) -> int:
+        """Documents the lanes have read (this process's, plus those of the restored state)."""
+        return self.docs_before + sum(self.lane_docs.values())
 
 
 class LaneDataset(IterableDataset):
@@ -242,6 +248,7 @@ class ElasticProducer:
         self.multiprocessing_context = multiprocessing_context
         self.tracker = ElasticTracker(spec, plan)
         self._fingerprint = fingerprint
+        self._stream_ids = {s.label: i for i, s in enumerate(spec.streams or [])}  # a row's stream -> its id
         self._items: Any = None
         self._thread: ThreadLane | None = None
 
@@ -274,8 +281,7 @@ class ElasticProducer:
         positions = None if taken[0][0]["positions"] is None else np.stack([g["positions"][k] for g, k in taken])
         ids = None
         if self.spec.streams is not None:
-            labels = [s.label for s in self.spec.streams]
-            ids = np.array([labels.index(g["units"][k][1]) for g, k in taken], dtype=np.int64)
+            ids = np.array([self._stream_ids[g["units"][k][1]] for g, k in taken], dtype=np.int64)
         docs = None
         if taken[0][0]["records"] is not None:
             docs = BatchDocs.joined(BatchDocs.from_plain(g["records"][k]) for g, k in taken)
@@ -303,7 +309,7 @@ class ElasticProducer:
         self.tracker.load_state_dict(state["elastic"])
 
     def stats(self) -> dict[str, Any]:
-        return {"docs": self.tracker.state_dict()["docs"]}
+        return {"docs": self.tracker.docs()}
 
     def fingerprint(self) -> str:
         return self._fingerprint
@@ -315,9 +321,7 @@ class ElasticProducer:
         elif self._items is not None:
             self._items._shutdown_workers()
         self._items = None
-        self.tracker._held.clear()
-        self.tracker._current.clear()
-        self.tracker._ended.clear()
+        self.tracker.forget_received()
 
     def close(self) -> None:
         self.halt()

@@ -72,7 +72,7 @@ class ElasticSpec:
         return GlobalCursor(lab["counts"], lab["method"], self.seed, lab["global_batch"], lab["schedule_ranks"],
                             lab["epochs"])
 
-    def unit_options(self, units_per_lane: int) -> dict[str, Any]:
+    def unit_options(self) -> dict[str, Any]:
         """A unit's share of the loader's shuffle buffer (documents, bytes, warm-up)."""
         opts = dict(self.pipeline_options)
         k = self.num_shards
@@ -101,7 +101,7 @@ class ElasticSpec:
             source = self.wrap(source)
         return TokenPipeline(source, self.encoder, CHUNK_ROWS, self.seq_len, seed=seed, stream=stream,
                              lookahead=UNIT_LOOKAHEAD,
-                             **self.unit_options(units_per_lane))
+                             **self.unit_options())
 
 
 def _split(rows: Rows) -> list[Rows]:
